@@ -1,0 +1,70 @@
+"""Typed readers for settings that come from the environment.
+
+Every setting the project reads from the environment goes through one of
+these helpers, so a wrong value fails at start-up with the variable's name.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class ImproperEnvironment(ValueError):
+    """An environment variable holds a value of the wrong shape."""
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ImproperEnvironment(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ImproperEnvironment(f"{name} must be a number, got {raw!r}") from exc
+
+
+def env_optional_int(name: str, default: int | None) -> int | None:
+    """An integer, or None when the variable is set to 'none' or empty."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in ("", "none", "null", "0"):
+        return None
+    return env_int(name, 0)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperEnvironment(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]

@@ -1,0 +1,185 @@
+"""Django settings for Conveyor, read from the environment.
+
+Defaults run on a laptop: an SQLite file under var/, Redis on localhost.
+Every engine timing that tests need short is a setting here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from config.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("CONVEYOR_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-key-change-me-in-production")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_dramatiq",
+    "jobs",
+    "documents",
+    "campaigns",
+    "exports",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'conveyor.sqlite3'}")
+CONN_MAX_AGE = env_int("CONN_MAX_AGE", 300)
+_default_db = dj_database_url.parse(DATABASE_URL, conn_max_age=CONN_MAX_AGE, conn_health_checks=True)
+if _default_db["ENGINE"] == "django.db.backends.sqlite3":
+    # Several worker threads write job state at once: without IMMEDIATE
+    # transactions and a busy timeout SQLite answers "database is locked".
+    _default_db["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    _default_db["CONN_MAX_AGE"] = 0
+DATABASES = {"default": _default_db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Connections each process may hold; the run command prints the total.
+DB_CONNECTION_BUDGET = env_int("DB_CONNECTION_BUDGET", 80)
+
+# --- Redis and Dramatiq -----------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Key prefix of every Dramatiq key; tests use their own so that a running
+# `make run` on the same Redis never eats their messages.
+DRAMATIQ_NAMESPACE = env_str("DRAMATIQ_NAMESPACE", "conveyor")
+# Milliseconds without a heartbeat after which a worker counts as dead and
+# its unacknowledged messages are requeued.
+DRAMATIQ_HEARTBEAT_TIMEOUT_MS = env_int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS", 60_000)
+# How often a consumer writes its heartbeat even while every slot is busy.
+DRAMATIQ_HEARTBEAT_INTERVAL_MS = env_int("DRAMATIQ_HEARTBEAT_INTERVAL_MS", 5_000)
+# Chance (per million broker commands) of running the maintenance that
+# requeues dead workers' messages; consumers also run it on a timer.
+DRAMATIQ_MAINTENANCE_CHANCE = env_int("DRAMATIQ_MAINTENANCE_CHANCE", 1000)
+DRAMATIQ_MAINTENANCE_INTERVAL_MS = env_int("DRAMATIQ_MAINTENANCE_INTERVAL_MS", 15_000)
+JOBS_RETRY_BACKOFF_MIN_MS = env_int("JOBS_RETRY_BACKOFF_MIN_MS", 5_000)
+JOBS_RETRY_BACKOFF_MAX_MS = env_int("JOBS_RETRY_BACKOFF_MAX_MS", 300_000)
+WORKER_SHUTDOWN_GRACE_S = env_float("WORKER_SHUTDOWN_GRACE_S", 25.0)
+# A queued job whose message is in no Redis structure for this long is sent again.
+JOBS_RECONCILE_GRACE_S = env_float("JOBS_RECONCILE_GRACE_S", 30.0)
+JOBS_RECONCILE_INTERVAL_S = env_float("JOBS_RECONCILE_INTERVAL_S", 10.0)
+# Jobs due further ahead than this stay in the database until they are due.
+JOBS_DELAY_HORIZON_S = env_float("JOBS_DELAY_HORIZON_S", 60.0)
+JOBS_PROGRESS_MIN_INTERVAL_S = env_float("JOBS_PROGRESS_MIN_INTERVAL_S", 0.5)
+JOBS_WATCHDOG_INTERVAL_S = env_float("JOBS_WATCHDOG_INTERVAL_S", 0.5)
+JOBS_IDEMPOTENCY_TTL_S = env_int("JOBS_IDEMPOTENCY_TTL_S", 24 * 3600)
+JOBS_ERROR_MAX_CHARS = env_int("JOBS_ERROR_MAX_CHARS", 2_000)
+JOBS_TRACEBACK_MAX_CHARS = env_int("JOBS_TRACEBACK_MAX_CHARS", 20_000)
+
+DRAMATIQ_BROKER = {
+    "BROKER": "jobs.broker.ConveyorRedisBroker",
+    "OPTIONS": {
+        "url": REDIS_URL,
+        "namespace": DRAMATIQ_NAMESPACE,
+        "heartbeat_timeout": DRAMATIQ_HEARTBEAT_TIMEOUT_MS,
+        "maintenance_chance": DRAMATIQ_MAINTENANCE_CHANCE,
+    },
+    # Order matters: before-hooks run in this order, after-hooks in reverse.
+    # The mirror claims the job before the watchdog starts watching it, and
+    # the watchdog lets go of it before the mirror writes the outcome.
+    "MIDDLEWARE": [
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "jobs.middleware.mirror.JobMirror",
+        "jobs.middleware.watchdog.JobWatchdog",
+    ],
+}
+DRAMATIQ_TASKS_DATABASE = "default"
+DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+
+# --- Files ----------------------------------------------------------------
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_URL = "/media/"
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- API ------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "jobs.api.errors.json_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Conveyor API",
+    "DESCRIPTION": "Background jobs for documents, campaigns and exports.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Email (Django's own names) ------------------------------------------
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "127.0.0.1")
+EMAIL_PORT = env_int("EMAIL_PORT", 1025)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "conveyor@localhost")
+
+# --- Misc -----------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+PORT = env_int("PORT", 8000)
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,32 @@
+"""Settings for the test suite: the real settings with engine timings shortened.
+
+Worker processes started by the tests use this module too, so the pytest
+process and its workers agree on every timing and on the Redis namespace.
+"""
+
+from __future__ import annotations
+
+import os
+
+_TEST_DEFAULTS = {
+    "DRAMATIQ_NAMESPACE": "conveyor-test",
+    "REDIS_URL": "redis://127.0.0.1:6379/15",
+    "DRAMATIQ_HEARTBEAT_TIMEOUT_MS": "3000",
+    "DRAMATIQ_HEARTBEAT_INTERVAL_MS": "500",
+    "DRAMATIQ_MAINTENANCE_INTERVAL_MS": "1000",
+    "JOBS_RETRY_BACKOFF_MIN_MS": "200",
+    "JOBS_RETRY_BACKOFF_MAX_MS": "1000",
+    "WORKER_SHUTDOWN_GRACE_S": "3",
+    "JOBS_RECONCILE_GRACE_S": "1",
+    "JOBS_PROGRESS_MIN_INTERVAL_S": "0.05",
+    "JOBS_WATCHDOG_INTERVAL_S": "0.1",
+    "CONN_MAX_AGE": "0",
+}
+for _name, _value in _TEST_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import INSTALLED_APPS  # noqa: E402
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,37 @@
+"""The job the current worker thread is running, for progress and child processes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunningJob:
+    job_id: str
+    job_type: str
+    queue: str
+    thread_id: int
+    time_limit_s: int | None
+    started: float = field(default_factory=time.monotonic)
+    #: Process ids of child processes (each leads its own process group).
+    children: set[int] = field(default_factory=set)
+    last_progress_write: float = 0.0
+    stop_reason: str = ""
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.time_limit_s is None else self.started + self.time_limit_s
+
+
+_local = threading.local()
+
+
+def current_job() -> RunningJob | None:
+    """The job this thread runs, or None outside a worker (a shell, a test)."""
+    return getattr(_local, "job", None)
+
+
+def set_current_job(job: RunningJob | None) -> None:
+    _local.job = job

@@ -1,0 +1,181 @@
+"""Run work in child processes that a time limit or a cancel can kill.
+
+A worker thread blocked in ``subprocess`` or in C code cannot be interrupted
+by an exception. Work that may block or burn CPU for long runs in a child
+process instead: each child leads its own process group, is registered with
+the watchdog, runs under optional memory and CPU limits, and is killed (with
+everything it started) when its job times out, is cancelled or the worker
+shuts down. Running CPU work in children also keeps the worker's GIL free,
+so its heartbeats to Redis never starve.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import signal
+import subprocess
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+from jobs.context import current_job
+from jobs.exceptions import JobCancelled, JobError, JobTimedOut
+from jobs.middleware.watchdog import register_child, unregister_child
+
+T = TypeVar("T")
+
+
+class ChildProcessFailed(JobError):
+    """A child process exited with an error, was killed by a limit, or died."""
+
+
+def _limits(memory_limit_mb: int | None, cpu_limit_s: int | None) -> Callable[[], None]:
+    def apply() -> None:
+        if memory_limit_mb:
+            size = memory_limit_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+        if cpu_limit_s:
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit_s, cpu_limit_s + 5))
+
+    return apply
+
+
+def _raise_if_stopped() -> None:
+    job = current_job()
+    if job is not None and job.stop_reason:
+        if job.stop_reason.startswith("timed out"):
+            raise JobTimedOut(job.stop_reason)
+        raise JobCancelled(job.stop_reason)
+
+
+def run_command(
+    args: Sequence[str],
+    *,
+    timeout_s: float | None = None,
+    memory_limit_mb: int | None = None,
+    cpu_limit_s: int | None = None,
+    input_bytes: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a command as a killable child; its output is returned, errors raise ChildProcessFailed."""
+    proc = subprocess.Popen(
+        list(args),
+        stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_limits(memory_limit_mb, cpu_limit_s),  # noqa: PLW1509 - only setrlimit runs there
+    )
+    register_child(proc.pid)
+    try:
+        stdout, stderr = proc.communicate(input=input_bytes, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.communicate()
+        raise ChildProcessFailed(f"{args[0]} took longer than {timeout_s} s") from None
+    finally:
+        unregister_child(proc.pid)
+        if proc.poll() is None:
+            _kill_group(proc.pid)
+            proc.wait()
+    _raise_if_stopped()
+    if proc.returncode != 0:
+        reason = _describe_exit(proc.returncode, memory_limit_mb, cpu_limit_s)
+        detail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise ChildProcessFailed(f"{args[0]} {reason}" + (f": {' '.join(detail)}" if detail else ""))
+    return subprocess.CompletedProcess(list(args), proc.returncode, stdout, stderr)
+
+
+def _describe_exit(code: int, memory_limit_mb: int | None, cpu_limit_s: int | None) -> str:
+    if code == -signal.SIGKILL:
+        return "was killed"
+    if code in (-signal.SIGXCPU,) and cpu_limit_s:
+        return f"used more than its {cpu_limit_s} s CPU limit"
+    if code < 0:
+        return f"died of signal {signal.Signals(-code).name}"
+    if memory_limit_mb and code in (1, 137):
+        return f"failed (exit {code}; memory limit {memory_limit_mb} MB)"
+    return f"failed (exit {code})"
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _child_main(
+    conn: Connection,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    memory_limit_mb: int | None,
+    cpu_limit_s: int | None,
+) -> None:
+    os.setsid()  # its own group, so a kill takes whatever it starts too
+    _limits(memory_limit_mb, cpu_limit_s)()
+    try:
+        conn.send((True, func(*args, **kwargs)))
+    except MemoryError:
+        conn.send((False, f"ran out of memory (limit {memory_limit_mb} MB)"))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent as text
+        lines = traceback.format_exception(exc)
+        conn.send((False, f"{type(exc).__name__}: {exc}\n{''.join(lines[-6:])}"))
+    finally:
+        conn.close()
+
+
+_context = multiprocessing.get_context("forkserver")
+
+
+def run_in_child(
+    func: Callable[..., T],
+    *args: Any,
+    memory_limit_mb: int | None = None,
+    cpu_limit_s: int | None = None,
+    **kwargs: Any,
+) -> T:
+    """Call ``func(*args, **kwargs)`` in a killable child process and return its result.
+
+    ``func`` must be a module-level function and its arguments and result
+    picklable; keep both small (ids, paths, page numbers, text).
+    """
+    parent_conn, child_conn = _context.Pipe(duplex=False)
+    process = _context.Process(
+        target=_child_main, args=(child_conn, func, args, kwargs, memory_limit_mb, cpu_limit_s), daemon=True
+    )
+    process.start()
+    child_conn.close()
+    assert process.pid is not None
+    register_child(process.pid)
+    try:
+        outcome: tuple[Any, ...] | None = None
+        while outcome is None:
+            if parent_conn.poll(0.2):
+                try:
+                    outcome = parent_conn.recv()
+                except EOFError:
+                    break
+            elif not process.is_alive():
+                if parent_conn.poll(0):
+                    continue
+                break
+        process.join(timeout=5)
+    finally:
+        unregister_child(process.pid)
+        if process.is_alive():
+            _kill_group(process.pid)
+            process.join()
+        parent_conn.close()
+    _raise_if_stopped()
+    if outcome is None:
+        raise ChildProcessFailed(
+            f"child process {_describe_exit(process.exitcode or 0, memory_limit_mb, cpu_limit_s)} before answering"
+        )
+    ok, value = outcome[0], outcome[1]
+    if not ok:
+        raise ChildProcessFailed(str(value))
+    return value  # type: ignore[no-any-return]

@@ -1,0 +1,15 @@
+"""Names of the message options Conveyor adds to Dramatiq messages."""
+
+from __future__ import annotations
+
+#: The job type (set on every message the job service sends).
+JOB_TYPE = "conveyor_type"
+#: How many attempts the Job had when this message was sent; a worker runs the
+#: message only if the Job still has that many, so duplicates are skipped.
+ATTEMPT = "conveyor_attempt"
+MAX_ATTEMPTS = "conveyor_max_attempts"
+PRIORITY = "conveyor_priority"
+#: Set by the mirror on a message it skipped, for the log and the tests.
+SKIP_REASON = "conveyor_skip_reason"
+
+JOB_OPTIONS = (JOB_TYPE, ATTEMPT, MAX_ATTEMPTS, PRIORITY, SKIP_REASON)

@@ -1,0 +1,210 @@
+"""The middleware that keeps each Job row true to its Dramatiq message.
+
+One place decides every transition a worker makes: claim on start (or skip a
+duplicate, or take over after a crash), completed, retrying with the next
+attempt's time, failed with a readable reason, cancelled, requeued on
+shutdown. docs/architecture.md has the table of events and statuses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import traceback
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+from dramatiq.broker import MessageProxy
+from dramatiq.common import q_name
+from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware.shutdown import Shutdown
+
+from jobs.context import RunningJob, current_job, set_current_job
+from jobs.exceptions import JobCancelled, JobTimedOut
+from jobs.messages import ATTEMPT, JOB_OPTIONS, JOB_TYPE, MAX_ATTEMPTS, SKIP_REASON
+from jobs.queues import UnknownQueue, get_queue
+from jobs.retry_policy import backoff_ms, is_permanent
+
+logger = logging.getLogger(__name__)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    except (TypeError, ValueError):
+        return {"repr": repr(value)[:1000]}
+
+
+def describe_error(exc: BaseException, running: RunningJob | None) -> str:
+    if isinstance(exc, JobTimedOut) and running is not None:
+        return f"timed out after {running.time_limit_s} s"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class JobMirror(Middleware):
+    """Writes every message's life into its Job row, with few conditional writes."""
+
+    @property
+    def actor_options(self) -> set[str]:
+        # "throws": errors an actor declares permanent, as with Dramatiq's Retries.
+        return {"throws", *JOB_OPTIONS}
+
+    def __init__(self) -> None:
+        self._worker_id: str | None = None
+        self._local = threading.local()
+
+    def worker_id(self, broker: dramatiq.Broker) -> str:
+        if self._worker_id is None:
+            self._worker_id = str(getattr(broker, "broker_id", "local"))
+        return self._worker_id
+
+    # -- start --------------------------------------------------------------
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        from jobs.models import Job
+
+        job_id = message.message_id
+        me = self.worker_id(broker)
+        expected = int(message.options.get(ATTEMPT, 0))
+        claimed = Job.claim(job_id, expected, me)
+        attempt = expected + 1
+        if not claimed:
+            row = Job.objects.filter(id=job_id).values("status", "worker_id", "attempts", "max_attempts").first()
+            reason = self._why_not(broker, row, me)
+            if reason == "take-over" and row is not None:
+                if row["attempts"] >= row["max_attempts"]:
+                    Job.mark_failed(
+                        job_id,
+                        f"the worker running it died during each of {row['attempts']} attempts",
+                        worker_id=None,
+                    )
+                    reason = "worker died too often"
+                elif Job.take_over(job_id, row["worker_id"], me):
+                    claimed, attempt = True, row["attempts"] + 1
+                    logger.warning("Job %s redelivered after its worker %s died", job_id, row["worker_id"])
+            if not claimed:
+                message.options[SKIP_REASON] = reason
+                logger.info("Skipping message %s: %s", job_id, reason)
+                raise SkipMessage(reason)
+
+        try:
+            time_limit = get_queue(q_name(message.queue_name)).time_limit_s
+        except UnknownQueue:
+            time_limit = None
+        set_current_job(
+            RunningJob(
+                job_id=job_id,
+                job_type=str(message.options.get(JOB_TYPE, message.actor_name)),
+                queue=q_name(message.queue_name),
+                thread_id=threading.get_ident(),
+                time_limit_s=time_limit,
+            )
+        )
+        self._local.attempt = attempt
+
+    @staticmethod
+    def _why_not(broker: dramatiq.Broker, row: dict[str, Any] | None, me: str) -> str:
+        if row is None:
+            return "no job row for this message"
+        status = row["status"]
+        if status == "active":
+            worker = row["worker_id"]
+            alive = getattr(broker, "is_worker_alive", None)
+            if worker != me and alive is not None and not alive(worker):
+                return "take-over"
+            return "a duplicate of a running job"
+        if status == "cancelled":
+            return "the job was cancelled"
+        if status in ("completed", "failed"):
+            return f"the job already {status}"
+        return "a stale message for an earlier attempt"
+
+    # -- finish -------------------------------------------------------------
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        from jobs.models import Job
+
+        running = current_job()
+        if running is None or running.job_id != message.message_id:
+            return
+        set_current_job(None)
+        job_id, me = running.job_id, self.worker_id(broker)
+
+        if exception is None:
+            Job.mark_completed(job_id, me, _jsonable(result))
+            return
+        if isinstance(exception, JobCancelled):
+            Job.mark_cancelled(job_id, running.stop_reason or "cancelled while running")
+            return
+        if isinstance(exception, Shutdown):
+            if Job.requeue_after_shutdown(job_id, me):
+                self._send_again(broker, message, attempt=int(message.options.get(ATTEMPT, 0)), delay=None)
+            return
+
+        error = describe_error(exception, running)
+        tb = "".join(traceback.format_exception(exception))
+        attempt = int(getattr(self._local, "attempt", 1))
+        max_attempts = int(message.options.get(MAX_ATTEMPTS, 1))
+        actor = broker.actors.get(message.actor_name)
+        throws = tuple(actor.options.get("throws") or ()) if actor else ()
+        if is_permanent(exception, throws) or attempt >= max_attempts:
+            if attempt >= max_attempts and not is_permanent(exception, throws) and max_attempts > 1:
+                error = f"{error} (gave up after {attempt} attempts)"
+            Job.mark_failed(job_id, error, tb, worker_id=me)
+            return
+        delay = backoff_ms(attempt)
+        next_at = timezone.now() + timedelta(milliseconds=delay)
+        if Job.mark_retrying(job_id, me, error, tb, next_at):
+            self._send_again(broker, message, attempt=attempt, delay=delay)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        running = current_job()
+        if running is not None and running.job_id == message.message_id:
+            set_current_job(None)
+
+    def after_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        """A message Dramatiq dead-lettered: its actor is gone (or it was undecodable)."""
+        from jobs.models import Job
+
+        if message.actor_name not in broker.actors:
+            Job.mark_failed(message.message_id, f"actor {message.actor_name!r} no longer exists")
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
+        """Mirror messages sent straight through ``actor.send()``, outside the job service."""
+        if message.options.get(JOB_TYPE) is not None:
+            return
+        from jobs.models import Job, JobStatus
+
+        Job.objects.get_or_create(
+            id=message.message_id,
+            defaults={
+                "type": message.actor_name,
+                "queue": q_name(message.queue_name),
+                "actor": message.actor_name,
+                "arguments": _jsonable({"args": list(message.args), "kwargs": message.kwargs}),
+                "status": JobStatus.SCHEDULED if delay else JobStatus.QUEUED,
+                "max_attempts": 1,
+            },
+        )
+
+    @staticmethod
+    def _send_again(broker: dramatiq.Broker, message: MessageProxy, *, attempt: int, delay: int | None) -> None:
+        again = message._message.copy(queue_name=q_name(message.queue_name), options={ATTEMPT: attempt})
+        again.options.pop("eta", None)
+        try:
+            broker.enqueue(again, delay=delay)
+        except Exception:
+            # Redis is away: the reconciler sends it once Redis is back.
+            logger.warning("Could not send job %s again; the reconciler will", message.message_id, exc_info=True)

@@ -1,0 +1,352 @@
+"""The Job mirror: one row per Dramatiq message, kept true by the middleware."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from jobs.exceptions import JobNotCancellable, JobNotRetryable
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SCHEDULED = "scheduled", "Scheduled"
+    ACTIVE = "active", "Active"
+    RETRYING = "retrying", "Retrying"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class JobPriority(models.TextChoices):
+    HIGH = "high", "High"
+    NORMAL = "normal", "Normal"
+
+
+#: Waiting for a worker: a message is (or will be) in Redis for them.
+WAITING_STATUSES = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING)
+#: Not finished yet.
+ACTIVE_STATUSES = (*WAITING_STATUSES, JobStatus.ACTIVE)
+#: Final unless someone retries the job by hand.
+TERMINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+#: States a manual retry may start from.
+RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def _bounded(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    # Keep the end of a traceback: that is where the error is.
+    return "…" + text[-(limit - 1) :]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker may do with a message it received."""
+
+    run: bool
+    reason: str = ""
+    redelivered: bool = False
+
+
+class Job(models.Model):
+    """A unit of background work, mirroring one Dramatiq message.
+
+    State diagram (every arrow is a model method; anything else is refused)::
+
+        enqueue ──► queued ◄────────────── retry() ◄── failed / cancelled
+          │           │  ▲  ▲
+          │ due later │  │  └──────────── requeue_after_shutdown / requeue_lost
+          ▼           │  │                                    ▲
+        scheduled ────┤  └─ (sent when due)                   │
+                      ▼                                       │
+                    claim ──► active ─── mark_completed ──► completed
+                      ▲        │  │  └── mark_failed ──────► failed
+                      │        │  │       (permanent error, out of attempts,
+                      │        │  │        timed out, actor gone)
+                      │        │  └───── mark_cancelled ───► cancelled
+                      │        ▼
+                      └──── retrying  (mark_retrying: error with attempts left)
+
+        queued / scheduled / retrying ── request_cancel() ──► cancelled
+        active ── request_cancel() ──► (flag) ──► cancelled at the next progress call
+
+    Writes use conditional ``UPDATE ... WHERE status = ...`` so that a late
+    progress write or a duplicate message never overwrites a final state.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=64, db_index=True)
+    queue = models.CharField(max_length=64)
+    actor = models.CharField(max_length=128)
+    arguments = models.JSONField(default=dict, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    priority = models.CharField(max_length=8, choices=JobPriority.choices, default=JobPriority.NORMAL)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_data = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error_message = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=1)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    worker_id = models.CharField(max_length=64, blank=True, default="")
+    estimated_duration_s = models.FloatField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "queue"], name="job_status_queue"),
+            models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
+            models.Index(fields=["type", "status", "-finished_at"], name="job_type_finished"),
+            models.Index(fields=["-created_at"], name="job_created"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="job_unique_idempotency_key",
+            ),
+            models.CheckConstraint(condition=Q(progress__lte=100), name="job_progress_le_100"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} ({self.status})"
+
+    # -- derived --------------------------------------------------------
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def estimated_completion(self) -> datetime | None:
+        """When the job should finish, extrapolated from its progress rate."""
+        if self.status != JobStatus.ACTIVE or not self.started_at:
+            return None
+        if self.progress <= 0:
+            if self.estimated_duration_s:
+                return self.started_at + timezone.timedelta(seconds=self.estimated_duration_s)
+            return None
+        elapsed = (self.updated_at - self.started_at).total_seconds()
+        total = elapsed * 100.0 / self.progress
+        return self.started_at + timezone.timedelta(seconds=total)
+
+    # -- transitions used by workers (by id: the hot path reads no row) --
+    @classmethod
+    def claim(cls, job_id: str, expected_attempts: int, worker_id: str) -> bool:
+        """Start an attempt: only a waiting job whose attempt count matches the message."""
+        now = timezone.now()
+        return bool(
+            cls.objects.filter(id=job_id, status__in=WAITING_STATUSES, attempts=expected_attempts).update(
+                status=JobStatus.ACTIVE,
+                attempts=F("attempts") + 1,
+                worker_id=worker_id,
+                started_at=now,
+                updated_at=now,
+                next_attempt_at=None,
+            )
+        )
+
+    @classmethod
+    def take_over(cls, job_id: str, dead_worker_id: str, worker_id: str) -> bool:
+        """Run again a job whose worker died while running it (its message was redelivered)."""
+        now = timezone.now()
+        with transaction.atomic():
+            updated = cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=dead_worker_id).update(
+                attempts=F("attempts") + 1, worker_id=worker_id, started_at=now, updated_at=now
+            )
+            if updated:
+                JobAttempt.record(job_id, outcome=JobAttempt.Outcome.WORKER_LOST, worker_id=dead_worker_id)
+        return bool(updated)
+
+    @classmethod
+    def record_progress(cls, job_id: str, percent: int, data: dict[str, Any]) -> bool:
+        """Write progress; False when the job is no longer running or a cancel was asked."""
+        return bool(
+            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, cancel_requested_at__isnull=True).update(
+                progress=max(0, min(100, int(percent))), progress_data=data, updated_at=timezone.now()
+            )
+        )
+
+    @classmethod
+    def mark_completed(cls, job_id: str, worker_id: str, result: Any) -> bool:
+        now = timezone.now()
+        return bool(
+            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
+                status=JobStatus.COMPLETED, progress=100, result=result, finished_at=now, updated_at=now
+            )
+        )
+
+    @classmethod
+    def mark_retrying(cls, job_id: str, worker_id: str, error: str, tb: str, next_attempt_at: datetime) -> bool:
+        now = timezone.now()
+        with transaction.atomic():
+            updated = cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
+                status=JobStatus.RETRYING,
+                error_message=_bounded(error, settings.JOBS_ERROR_MAX_CHARS),
+                traceback=_bounded(tb, settings.JOBS_TRACEBACK_MAX_CHARS),
+                next_attempt_at=next_attempt_at,
+                updated_at=now,
+            )
+            if updated:
+                JobAttempt.record(job_id, outcome=JobAttempt.Outcome.FAILED, worker_id=worker_id, error=error)
+        return bool(updated)
+
+    @classmethod
+    def mark_failed(cls, job_id: str, error: str, tb: str = "", *, worker_id: str | None = None) -> bool:
+        """Fail a running job (or, with no worker, any unfinished one: actor gone, lost for good)."""
+        now = timezone.now()
+        query = cls.objects.filter(id=job_id)
+        if worker_id is not None:
+            query = query.filter(status=JobStatus.ACTIVE, worker_id=worker_id)
+        else:
+            query = query.filter(status__in=ACTIVE_STATUSES)
+        with transaction.atomic():
+            updated = query.update(
+                status=JobStatus.FAILED,
+                error_message=_bounded(error, settings.JOBS_ERROR_MAX_CHARS),
+                traceback=_bounded(tb, settings.JOBS_TRACEBACK_MAX_CHARS),
+                finished_at=now,
+                updated_at=now,
+            )
+            if updated:
+                JobAttempt.record(job_id, outcome=JobAttempt.Outcome.FAILED, worker_id=worker_id or "", error=error)
+        return bool(updated)
+
+    @classmethod
+    def mark_cancelled(
+        cls, job_id: str, reason: str = "cancelled", *, from_statuses: tuple[str, ...] = ACTIVE_STATUSES
+    ) -> bool:
+        now = timezone.now()
+        with transaction.atomic():
+            updated = cls.objects.filter(id=job_id, status__in=from_statuses).update(
+                status=JobStatus.CANCELLED, error_message=reason, finished_at=now, updated_at=now
+            )
+            if updated:
+                JobAttempt.record(job_id, outcome=JobAttempt.Outcome.CANCELLED, error=reason)
+        return bool(updated)
+
+    @classmethod
+    def requeue_after_shutdown(cls, job_id: str, worker_id: str) -> bool:
+        """Give back a job interrupted by a worker shutdown; the attempt does not count."""
+        now = timezone.now()
+        return bool(
+            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
+                status=JobStatus.QUEUED,
+                attempts=F("attempts") - 1,
+                worker_id="",
+                progress=0,
+                updated_at=now,
+            )
+        )
+
+    @classmethod
+    def requeue_lost(cls, job_id: str, dead_worker_id: str) -> bool:
+        """A running job whose worker died and whose message Redis lost: run it again."""
+        now = timezone.now()
+        with transaction.atomic():
+            updated = cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=dead_worker_id).update(
+                status=JobStatus.QUEUED, worker_id="", updated_at=now
+            )
+            if updated:
+                JobAttempt.record(job_id, outcome=JobAttempt.Outcome.WORKER_LOST, worker_id=dead_worker_id)
+        return bool(updated)
+
+    @classmethod
+    def mark_sent_scheduled(cls, job_id: str) -> None:
+        """Touch a scheduled job whose message went to Redis, so the reconciler waits its grace."""
+        cls.objects.filter(id=job_id, status=JobStatus.SCHEDULED).update(updated_at=timezone.now())
+
+    # -- transitions asked for by people --------------------------------
+    def request_cancel(self) -> bool:
+        """Cancel now if waiting; if running, flag it so it stops at its next progress call.
+
+        Returns True when the job is already cancelled on return.
+        """
+        if self.status in TERMINAL_STATUSES:
+            raise JobNotCancellable(f"job is {self.status}")
+        if Job.mark_cancelled(str(self.id), "cancelled before it ran", from_statuses=WAITING_STATUSES):
+            self.refresh_from_db()
+            return True
+        # Running (or just claimed): ask its worker to stop it.
+        now = timezone.now()
+        Job.objects.filter(id=self.id, status=JobStatus.ACTIVE, cancel_requested_at__isnull=True).update(
+            cancel_requested_at=now, updated_at=now
+        )
+        self.refresh_from_db()
+        return self.status == JobStatus.CANCELLED
+
+    def retry(self, extra_attempts: int) -> None:
+        """Send a failed or cancelled job again under the same id; its attempt history stays."""
+        now = timezone.now()
+        updated = Job.objects.filter(id=self.id, status__in=RETRYABLE_STATUSES).update(
+            status=JobStatus.QUEUED,
+            progress=0,
+            progress_data={},
+            result=None,
+            error_message="",
+            traceback="",
+            worker_id="",
+            cancel_requested_at=None,
+            started_at=None,
+            finished_at=None,
+            next_attempt_at=None,
+            max_attempts=F("attempts") + extra_attempts,
+            updated_at=now,
+        )
+        if not updated:
+            self.refresh_from_db()
+            raise JobNotRetryable(f"only failed or cancelled jobs can be retried; this one is {self.status}")
+        self.refresh_from_db()
+
+
+class JobAttempt(models.Model):
+    """An attempt that did not succeed: the history kept across retries."""
+
+    class Outcome(models.TextChoices):
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        WORKER_LOST = "worker-lost", "Worker lost"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    error = models.TextField(blank=True, default="")
+    worker_id = models.CharField(max_length=64, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["job", "number"]
+
+    @classmethod
+    def record(cls, job_id: str, *, outcome: str, worker_id: str = "", error: str = "") -> None:
+        row = Job.objects.filter(id=job_id).values("attempts", "started_at").first()
+        if row is None:
+            return
+        cls.objects.create(
+            job_id=job_id,
+            number=row["attempts"],
+            outcome=outcome,
+            worker_id=worker_id,
+            error=_bounded(error, settings.JOBS_ERROR_MAX_CHARS),
+            started_at=row["started_at"],
+        )

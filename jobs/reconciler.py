@@ -1,0 +1,81 @@
+"""Makes Redis hold exactly the messages the Job table says it should.
+
+One pass does three things, each safe to repeat and to run from several
+processes at once (a worker skips a message whose Job is not waiting for it):
+
+* sends jobs that were recorded but never sent (Redis was down at enqueue)
+  and jobs whose message Redis lost (restart without persistence);
+* sends scheduled jobs that have come due (delays live in the database);
+* gives back running jobs whose worker died and whose message is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+import dramatiq
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from jobs.models import Job, JobStatus
+from jobs.queues import queue_names
+from jobs.services import send_job
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 1000
+
+
+@dataclass
+class ReconcileReport:
+    resent: int = 0
+    due_sent: int = 0
+    lost_requeued: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.resent or self.due_sent or self.lost_requeued)
+
+
+def reconcile_once() -> ReconcileReport:
+    broker = dramatiq.get_broker()
+    report = ReconcileReport()
+    now = timezone.now()
+    grace = now - timedelta(seconds=settings.JOBS_RECONCILE_GRACE_S)
+    horizon = now + timedelta(seconds=settings.JOBS_DELAY_HORIZON_S)
+    live_workers = broker.live_worker_ids()  # type: ignore[attr-defined]
+
+    for queue in queue_names():
+        snapshot_at = timezone.now()
+        in_redis = broker.message_ids_in_redis(queue)  # type: ignore[attr-defined]
+        waiting = Job.objects.filter(queue=queue).filter(
+            Q(status=JobStatus.QUEUED, updated_at__lt=grace)
+            | Q(status=JobStatus.RETRYING, updated_at__lt=grace)
+            | Q(status=JobStatus.SCHEDULED, scheduled_for__lte=horizon)
+        )
+        for job in waiting.order_by("created_at")[:_BATCH]:
+            if str(job.id) in in_redis or job.updated_at >= snapshot_at:
+                continue  # in Redis, or sent after the snapshot was taken
+            if send_job(job):
+                if job.status == JobStatus.SCHEDULED:
+                    report.due_sent += 1
+                else:
+                    report.resent += 1
+                    logger.warning("Job %s (%s) was not in Redis; sent it again", job.id, job.status)
+
+        running = Job.objects.filter(queue=queue, status=JobStatus.ACTIVE, updated_at__lt=grace).exclude(
+            worker_id__in=live_workers
+        )
+        for job in running[:_BATCH]:
+            if str(job.id) in in_redis:
+                continue  # Dramatiq's maintenance will redeliver it
+            if Job.requeue_lost(str(job.id), job.worker_id):
+                job.refresh_from_db()
+                send_job(job)
+                report.lost_requeued += 1
+                logger.warning("Job %s lost its worker %s and its message; requeued", job.id, job.worker_id)
+    if report:
+        logger.info("Reconciled: %s", report)
+    return report

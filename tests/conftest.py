@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
+from tests.workers import WorkerPool
+
+
+def _flush_namespace() -> None:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    keys = list(client.scan_iter(match=f"{settings.DRAMATIQ_NAMESPACE}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def clean_redis() -> Iterator[None]:
+    """This test's Redis namespace starts empty."""
+    _flush_namespace()
+    yield
+    _flush_namespace()
+
+
+@pytest.fixture
+def pools(clean_redis: None, transactional_db: None) -> Iterator[Callable[..., WorkerPool]]:
+    """Start real worker pools; every one is stopped when the test ends."""
+    started: list[WorkerPool] = []
+
+    def start(queue: str, **kwargs: Any) -> WorkerPool:
+        pool = WorkerPool(queue, **kwargs).start()
+        started.append(pool)
+        return pool
+
+    yield start
+    for pool in started:
+        pool.stop()
+
+
+@pytest.fixture
+def user(db: None) -> Any:
+    return UserFactory()
+
+
+@pytest.fixture
+def other_user(db: None) -> Any:
+    return UserFactory()
+
+
+@pytest.fixture
+def staff(db: None) -> Any:
+    return UserFactory(is_staff=True)
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def staff_api(staff: Any) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(staff)
+    return client
+
+
+@pytest.fixture
+def user_api(user: Any) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client

@@ -1,0 +1,45 @@
+"""Registers the test actors as job types, so tests start them through the real API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from jobs.models import JobPriority
+from jobs.registry import JobPlan, JobType, register_job_type
+
+
+class TestWorkSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    queue = serializers.ChoiceField(choices=["maintenance", "thumbnails", "csv-export"])
+    seconds = serializers.FloatField(min_value=0, max_value=600, default=0)
+    priority = serializers.ChoiceField(choices=JobPriority.choices, default=JobPriority.NORMAL)
+
+
+def _planner(prefix: str) -> Any:
+    def plan(user: Any, data: dict[str, Any]) -> JobPlan:
+        return JobPlan(
+            arguments={"queue": data["queue"], "seconds": data["seconds"]},
+            priority=data["priority"],
+            queue=data["queue"],
+            actor=f"{prefix}_{data['queue'].replace('-', '_')}",
+        )
+
+    return plan
+
+
+for _name, _prefix in (
+    ("test-sleep-subprocess", "test_sleep_in_subprocess"),
+    ("test-sleep-child-c", "test_sleep_in_child_c"),
+    ("test-record-run", "test_record_run"),
+):
+    register_job_type(
+        JobType(
+            name=_name,
+            queue="maintenance",
+            actor=f"{_prefix}_maintenance",
+            serializer=TestWorkSerializer,
+            description="test only",
+            plan=_planner(_prefix),
+        )
+    )

@@ -1,0 +1,61 @@
+"""Test-only actors: each is a behaviour the platform must control."""
+
+from __future__ import annotations
+
+import os
+
+import dramatiq
+import redis
+from django.conf import settings
+
+from jobs.context import current_job
+from jobs.isolation import run_command, run_in_child
+from jobs.progress import progress
+from tests.testapp import work
+
+
+def _record(kind: str) -> None:
+    """Append the running job's id to a Redis list, so tests can count executions."""
+    job = current_job()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.rpush(f"{settings.DRAMATIQ_NAMESPACE}:test:{kind}", job.job_id if job else "?")
+    client.close()
+
+
+def sleep_in_subprocess(seconds: float, queue: str) -> str:
+    """Blocks in a subprocess wait (``sleep``), where no exception can reach the thread."""
+    _record("started")
+    progress(5, "sleeping in a subprocess")
+    run_command(["sleep", str(seconds)])
+    return "slept"
+
+
+def sleep_in_child_c(seconds: float, queue: str) -> str:
+    """Blocks in C code (libc sleep) inside a child process."""
+    _record("started")
+    return run_in_child(work.sleep_in_c, seconds)
+
+
+def record_run(queue: str, seconds: float = 0.0) -> int:
+    """Counts its executions (exactly-once checks) and optionally takes a while."""
+    import time
+
+    _record("runs")
+    steps = max(1, int(seconds * 10))
+    for step in range(steps):
+        if seconds:
+            time.sleep(seconds / steps)
+        progress((step + 1) * 100 / steps, force=False)
+    _record("done")
+    return os.getpid()
+
+
+def _declare(fn: object, name: str, queue: str) -> None:
+    globals()[name] = dramatiq.actor(fn, actor_name=name, queue_name=queue)
+
+
+for _queue in ("maintenance", "thumbnails", "csv-export"):
+    _suffix = _queue.replace("-", "_")
+    _declare(sleep_in_subprocess, f"test_sleep_in_subprocess_{_suffix}", _queue)
+    _declare(sleep_in_child_c, f"test_sleep_in_child_c_{_suffix}", _queue)
+    _declare(record_run, f"test_record_run_{_suffix}", _queue)
