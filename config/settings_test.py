@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 _TEST_DEFAULTS = {
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
     "DRAMATIQ_NAMESPACE": "conveyor-test",
     "REDIS_URL": "redis://127.0.0.1:6379/15",
     "DRAMATIQ_HEARTBEAT_TIMEOUT_MS": "3000",

@@ -27,7 +27,7 @@ class JobAttemptInline(admin.TabularInline):  # type: ignore[type-arg]
     model = JobAttempt
     extra = 0
     can_delete = False
-    fields = ["number", "outcome", "error", "worker_id", "started_at", "finished_at"]
+    fields = ("number", "outcome", "error", "worker_id", "started_at", "finished_at")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
@@ -44,10 +44,32 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     inlines = [JobAttemptInline]
     actions = ["retry_jobs", "cancel_jobs"]
     readonly_fields = [
-        "id", "type", "queue", "actor", "owner", "priority", "status", "progress", "progress_data",
-        "arguments", "result", "error_message", "traceback_block", "attempts", "max_attempts", "parent",
-        "worker_id", "estimated_duration_s", "idempotency_key", "cancel_requested_at", "created_at",
-        "scheduled_for", "next_attempt_at", "started_at", "finished_at", "updated_at",
+        "id",
+        "type",
+        "queue",
+        "actor",
+        "owner",
+        "priority",
+        "status",
+        "progress",
+        "progress_data",
+        "arguments",
+        "result",
+        "error_message",
+        "traceback_block",
+        "attempts",
+        "max_attempts",
+        "parent",
+        "worker_id",
+        "estimated_duration_s",
+        "idempotency_key",
+        "cancel_requested_at",
+        "created_at",
+        "scheduled_for",
+        "next_attempt_at",
+        "started_at",
+        "finished_at",
+        "updated_at",
     ]
     exclude = ["traceback"]
 
@@ -82,8 +104,11 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 done += 1
             except JobNotRetryable:
                 skipped += 1
-        self.message_user(request, f"Retried {done} job(s); skipped {skipped} not failed or cancelled.",
-                          messages.SUCCESS if done else messages.WARNING)
+        self.message_user(
+            request,
+            f"Retried {done} job(s); skipped {skipped} not failed or cancelled.",
+            messages.SUCCESS if done else messages.WARNING,
+        )
 
     @admin.action(description="Cancel selected waiting or running jobs")
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
@@ -96,5 +121,8 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 done += 1
             except JobNotCancellable:
                 skipped += 1
-        self.message_user(request, f"Cancelled {done} job(s); skipped {skipped} already finished.",
-                          messages.SUCCESS if done else messages.WARNING)
+        self.message_user(
+            request,
+            f"Cancelled {done} job(s); skipped {skipped} already finished.",
+            messages.SUCCESS if done else messages.WARNING,
+        )

@@ -71,6 +71,10 @@ return 1
 """
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class ConveyorRedisBroker(RedisBroker):
     """A RedisBroker with message priorities, instant wake-up and steady heartbeats."""
 
@@ -143,7 +147,7 @@ class ConveyorRedisBroker(RedisBroker):
     def live_worker_ids(self) -> set[str]:
         """Broker ids (one per worker process) whose heartbeat is recent."""
         cutoff = current_millis() - self.heartbeat_timeout
-        return {wid.decode() for wid in self.client.zrangebyscore(self.heartbeats_key, cutoff, "+inf")}
+        return {_text(wid) for wid in self.client.zrangebyscore(self.heartbeats_key, cutoff, "+inf")}
 
     def is_worker_alive(self, worker_id: str) -> bool:
         score = self.client.zscore(self.heartbeats_key, worker_id)
@@ -157,7 +161,7 @@ class ConveyorRedisBroker(RedisBroker):
             pipe.hkeys(self.messages_key(dq_name(queue_name)))
             pipe.hkeys(self.messages_key(queue_name))
             delayed, waiting = pipe.execute()
-        return {key.decode().split(".", 1)[0] for key in (*delayed, *waiting)}
+        return {_text(key).split(".", 1)[0] for key in (*delayed, *waiting)}
 
     def queue_depth(self, queue_name: str) -> int:
         return int(self.client.llen(self.queue_key(queue_name)))
@@ -215,7 +219,12 @@ class _ConveyorConsumer(_RedisConsumer):
                         continue
                     # Idle: sleep until an enqueue announces a message (or the
                     # timeout passes, so the worker can look at its delay queue).
-                    self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=self.timeout / 1000)
+                    try:
+                        self.broker.client.blpop(
+                            [self.broker.wake_key(self.queue_name)], timeout=self.timeout / 1000
+                        )
+                    except redis.TimeoutError:
+                        pass  # the client's socket timeout fired first: same as an idle timeout
                     return None
 
                 # Every slot is busy: wait for one to free, heartbeating meanwhile.

@@ -15,7 +15,8 @@ def send_canaries(queues: list[str] | None = None, *, seconds: float = 0.0) -> l
     jobs = []
     for queue in queues or queue_names():
         plan = plan_canary(
-            None, {"queue": queue, "seconds": seconds, "steps": 1, "fail": False, "priority": JobPriority.HIGH}
+            None,
+            {"queue": queue, "seconds": seconds, "steps": 1, "fail": False, "priority": JobPriority.HIGH},
         )
         jobs.append(
             build_job(

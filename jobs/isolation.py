@@ -172,9 +172,8 @@ def run_in_child(
         parent_conn.close()
     _raise_if_stopped()
     if outcome is None:
-        raise ChildProcessFailed(
-            f"child process {_describe_exit(process.exitcode or 0, memory_limit_mb, cpu_limit_s)} before answering"
-        )
+        how = _describe_exit(process.exitcode or 0, memory_limit_mb, cpu_limit_s)
+        raise ChildProcessFailed(f"child process {how} before answering")
     ok, value = outcome[0], outcome[1]
     if not ok:
         raise ChildProcessFailed(str(value))

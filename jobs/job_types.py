@@ -33,7 +33,7 @@ class CanarySerializer(serializers.Serializer):  # type: ignore[type-arg]
     queue = serializers.ChoiceField(choices=queue_names())
     seconds = serializers.FloatField(min_value=0, max_value=3600, default=0)
     steps = serializers.IntegerField(min_value=1, max_value=1000, default=1)
-    fail = CanaryFailField(required=False, default=False)
+    fail = CanaryFailField(required=False, default=False)  # type: ignore[assignment]
     priority = serializers.ChoiceField(choices=JobPriority.choices, default=JobPriority.NORMAL)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -99,10 +99,13 @@ class Job(models.Model):
     traceback = models.TextField(blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
     worker_id = models.CharField(max_length=64, blank=True, default="")
     estimated_duration_s = models.FloatField(null=True, blank=True)
-    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    # NULL, not "", when absent: the unique (owner, key) constraint must ignore jobs without a key.
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     scheduled_for = models.DateTimeField(null=True, blank=True)
@@ -143,11 +146,11 @@ class Job(models.Model):
             return None
         if self.progress <= 0:
             if self.estimated_duration_s:
-                return self.started_at + timezone.timedelta(seconds=self.estimated_duration_s)
+                return self.started_at + timedelta(seconds=self.estimated_duration_s)
             return None
         elapsed = (self.updated_at - self.started_at).total_seconds()
         total = elapsed * 100.0 / self.progress
-        return self.started_at + timezone.timedelta(seconds=total)
+        return self.started_at + timedelta(seconds=total)
 
     # -- transitions used by workers (by id: the hot path reads no row) --
     @classmethod
@@ -196,7 +199,9 @@ class Job(models.Model):
         )
 
     @classmethod
-    def mark_retrying(cls, job_id: str, worker_id: str, error: str, tb: str, next_attempt_at: datetime) -> bool:
+    def mark_retrying(
+        cls, job_id: str, worker_id: str, error: str, tb: str, next_attempt_at: datetime
+    ) -> bool:
         now = timezone.now()
         with transaction.atomic():
             updated = cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
@@ -228,7 +233,9 @@ class Job(models.Model):
                 updated_at=now,
             )
             if updated:
-                JobAttempt.record(job_id, outcome=JobAttempt.Outcome.FAILED, worker_id=worker_id or "", error=error)
+                JobAttempt.record(
+                    job_id, outcome=JobAttempt.Outcome.FAILED, worker_id=worker_id or "", error=error
+                )
         return bool(updated)
 
     @classmethod
@@ -336,6 +343,9 @@ class JobAttempt(models.Model):
 
     class Meta:
         ordering = ["job", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.job_id}: {self.outcome}"
 
     @classmethod
     def record(cls, job_id: str, *, outcome: str, worker_id: str = "", error: str = "") -> None:

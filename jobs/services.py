@@ -123,7 +123,9 @@ def send_jobs(jobs: Iterable[Job]) -> int:
     return sum(1 for job in jobs if send_job(job))
 
 
-def start_job(job_type: JobType, user: Any, data: dict[str, Any], idempotency_key: str | None = None) -> EnqueueResult:
+def start_job(
+    job_type: JobType, user: Any, data: dict[str, Any], idempotency_key: str | None = None
+) -> EnqueueResult:
     """Start a job of a registered type for a user, idempotently when a key is given."""
     if idempotency_key:
         existing = _idempotent_match(user, idempotency_key)
@@ -171,8 +173,9 @@ def _idempotent_match(user: Any, key: str) -> Job | None:
 def cancel_job(job: Job) -> Job:
     """Cancel a job (waiting: at once; running: at its next progress call) and its children."""
     job.request_cancel()
-    for child in job.children.filter(status__in=(JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING,
-                                                 JobStatus.ACTIVE)):
+    for child in job.children.filter(
+        status__in=(JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING, JobStatus.ACTIVE)
+    ):
         child.request_cancel()
     job.refresh_from_db()
     return job

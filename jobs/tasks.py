@@ -45,5 +45,5 @@ def run_canary(queue: str, seconds: float = 0.0, steps: int = 1, fail: bool | st
 
 for _queue in queue_names():
     globals()[canary_actor_name(_queue)] = dramatiq.actor(
-        run_canary, actor_name=canary_actor_name(_queue), queue_name=_queue
-    )
+        actor_name=canary_actor_name(_queue), queue_name=_queue
+    )(run_canary)

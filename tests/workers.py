@@ -17,7 +17,9 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> Any:
     """Poll until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -43,7 +45,9 @@ def database_url() -> str:
 class WorkerPool:
     """One `rundramatiq` pool (a main process and its worker processes) for one queue."""
 
-    def __init__(self, queue: str, *, processes: int = 1, threads: int = 1, env: dict[str, str] | None = None):
+    def __init__(
+        self, queue: str, *, processes: int = 1, threads: int = 1, env: dict[str, str] | None = None
+    ):
         self.queue = queue
         self.processes = processes
         self.threads = threads
@@ -63,11 +67,17 @@ class WorkerPool:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [
-                sys.executable, "manage.py", "rundramatiq",
-                "--processes", str(self.processes),
-                "--threads", str(self.threads),
-                "--queues", self.queue,
-                "--worker-shutdown-timeout", "20000",
+                sys.executable,
+                "manage.py",
+                "rundramatiq",
+                "--processes",
+                str(self.processes),
+                "--threads",
+                str(self.threads),
+                "--queues",
+                self.queue,
+                "--worker-shutdown-timeout",
+                "20000",
             ],
             cwd=ROOT,
             env=env,

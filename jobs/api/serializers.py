@@ -17,10 +17,10 @@ class JobAttemptSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
 class JobStatusSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     """What ``GET /api/jobs/<id>/status`` answers."""
 
-    data = serializers.JSONField(source="progress_data", read_only=True)
+    data = serializers.JSONField(source="progress_data", read_only=True)  # type: ignore[assignment]
     error = serializers.SerializerMethodField()
     estimated_completion = serializers.DateTimeField(read_only=True, allow_null=True)
-    parent = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)
+    parent = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)  # type: ignore[assignment]
 
     class Meta:
         model = Job
@@ -81,4 +81,6 @@ class JobFilterSerializer(serializers.Serializer):  # type: ignore[type-arg]
     page = serializers.IntegerField(min_value=1, required=False)
 
     def filters(self) -> dict[str, Any]:
-        return {key: value for key, value in self.validated_data.items() if key in ("status", "type", "queue")}
+        return {
+            key: value for key, value in self.validated_data.items() if key in ("status", "type", "queue")
+        }

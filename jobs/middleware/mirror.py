@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import traceback
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -75,7 +76,11 @@ class JobMirror(Middleware):
         claimed = Job.claim(job_id, expected, me)
         attempt = expected + 1
         if not claimed:
-            row = Job.objects.filter(id=job_id).values("status", "worker_id", "attempts", "max_attempts").first()
+            row = (
+                Job.objects.filter(id=job_id)
+                .values("status", "worker_id", "attempts", "max_attempts")
+                .first()
+            )
             reason = self._why_not(broker, row, me)
             if reason == "take-over" and row is not None:
                 if row["attempts"] >= row["max_attempts"]:
@@ -109,7 +114,7 @@ class JobMirror(Middleware):
         self._local.attempt = attempt
 
     @staticmethod
-    def _why_not(broker: dramatiq.Broker, row: dict[str, Any] | None, me: str) -> str:
+    def _why_not(broker: dramatiq.Broker, row: Mapping[str, Any] | None, me: str) -> str:
         if row is None:
             return "no job row for this message"
         status = row["status"]
@@ -200,11 +205,15 @@ class JobMirror(Middleware):
         )
 
     @staticmethod
-    def _send_again(broker: dramatiq.Broker, message: MessageProxy, *, attempt: int, delay: int | None) -> None:
+    def _send_again(
+        broker: dramatiq.Broker, message: MessageProxy, *, attempt: int, delay: int | None
+    ) -> None:
         again = message._message.copy(queue_name=q_name(message.queue_name), options={ATTEMPT: attempt})
         again.options.pop("eta", None)
         try:
             broker.enqueue(again, delay=delay)
         except Exception:
             # Redis is away: the reconciler sends it once Redis is back.
-            logger.warning("Could not send job %s again; the reconciler will", message.message_id, exc_info=True)
+            logger.warning(
+                "Could not send job %s again; the reconciler will", message.message_id, exc_info=True
+            )

@@ -81,7 +81,12 @@ class JobWatchdog(Middleware):
                 _running[job.job_id] = job
 
     def after_process_message(
-        self, broker: dramatiq.Broker, message: MessageProxy, *, result: object = None, exception: object = None
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: object = None,
+        exception: object = None,
     ) -> None:
         with _registry_lock:
             job = _running.pop(message.message_id, None)

@@ -39,6 +39,7 @@ def wait_terminal(job: Job, timeout: float = 30.0) -> Job:
 def recorded(kind: str) -> list[str]:
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        return [item.decode() for item in client.lrange(f"{settings.DRAMATIQ_NAMESPACE}:test:{kind}", 0, -1)]
+        items: list[bytes] = client.lrange(f"{settings.DRAMATIQ_NAMESPACE}:test:{kind}", 0, -1)  # type: ignore[assignment]
+        return [item.decode() for item in items]
     finally:
         client.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import dramatiq
 import redis
@@ -50,8 +52,8 @@ def record_run(queue: str, seconds: float = 0.0) -> int:
     return os.getpid()
 
 
-def _declare(fn: object, name: str, queue: str) -> None:
-    globals()[name] = dramatiq.actor(fn, actor_name=name, queue_name=queue)
+def _declare(fn: Callable[..., Any], name: str, queue: str) -> None:
+    globals()[name] = dramatiq.actor(actor_name=name, queue_name=queue)(fn)
 
 
 for _queue in ("maintenance", "thumbnails", "csv-export"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -28,11 +29,13 @@ class Command(BaseCommand):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        duties = [(settings.JOBS_RECONCILE_INTERVAL_S, reconcile_once)]
+        duties: list[tuple[float, Callable[[], object]]] = [
+            (settings.JOBS_RECONCILE_INTERVAL_S, reconcile_once)
+        ]
         if not options["no_canaries"]:
             duties.append((options["canary_interval"], send_canaries))
         next_run = [0.0 for _ in duties]
-        self.stdout.write("Scheduler running: reconciler every %ss" % settings.JOBS_RECONCILE_INTERVAL_S)
+        self.stdout.write(f"Scheduler running: reconciler every {settings.JOBS_RECONCILE_INTERVAL_S}s")
         clock = 0.0
         tick = 0.5
         while not stop.wait(tick):
