@@ -14,6 +14,7 @@ class RunningJob:
     queue: str
     thread_id: int
     time_limit_s: int | None
+    parent_id: str | None = None
     started: float = field(default_factory=time.monotonic)
     #: Process ids of child processes (each leads its own process group).
     children: set[int] = field(default_factory=set)

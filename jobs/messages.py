@@ -9,7 +9,9 @@ JOB_TYPE = "conveyor_type"
 ATTEMPT = "conveyor_attempt"
 MAX_ATTEMPTS = "conveyor_max_attempts"
 PRIORITY = "conveyor_priority"
+#: The parent job of a fan-out child, told when the child finishes.
+PARENT = "conveyor_parent"
 #: Set by the mirror on a message it skipped, for the log and the tests.
 SKIP_REASON = "conveyor_skip_reason"
 
-JOB_OPTIONS = (JOB_TYPE, ATTEMPT, MAX_ATTEMPTS, PRIORITY, SKIP_REASON)
+JOB_OPTIONS = (JOB_TYPE, ATTEMPT, MAX_ATTEMPTS, PRIORITY, PARENT, SKIP_REASON)

@@ -40,6 +40,12 @@ TERMINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+#: ``worker_id`` of a parent job that has fanned out and waits for its children.
+AWAITING_CHILDREN = "children"
+#: ``worker_id`` of a parent job whose last child is finishing it.
+FINALIZING = "finalizing"
+
+
 def _bounded(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
@@ -277,6 +283,53 @@ class Job(models.Model):
                 JobAttempt.record(job_id, outcome=JobAttempt.Outcome.WORKER_LOST, worker_id=dead_worker_id)
         return bool(updated)
 
+    # -- fan-out: a parent that waits for its children -------------------
+    @classmethod
+    def await_children(cls, job_id: str, worker_id: str, percent: int, data: dict[str, Any]) -> bool:
+        """The parent's own run is over; it stays active until its children finish."""
+        return bool(
+            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
+                worker_id=AWAITING_CHILDREN, progress=percent, progress_data=data, updated_at=timezone.now()
+            )
+        )
+
+    @classmethod
+    def record_parent_progress(cls, job_id: str, percent: int, data: dict[str, Any]) -> bool:
+        return bool(
+            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=AWAITING_CHILDREN).update(
+                progress=max(0, min(100, int(percent))), progress_data=data, updated_at=timezone.now()
+            )
+        )
+
+    @classmethod
+    def claim_finalization(cls, job_id: str) -> bool:
+        """Exactly one finishing child gets to finish the parent."""
+        return bool(
+            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=AWAITING_CHILDREN).update(
+                worker_id=FINALIZING, updated_at=timezone.now()
+            )
+        )
+
+    @classmethod
+    def finish_parent(cls, job_id: str, *, result: Any = None, failed: str = "", tb: str = "") -> bool:
+        now = timezone.now()
+        query = cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=FINALIZING)
+        if failed:
+            return bool(
+                query.update(
+                    status=JobStatus.FAILED,
+                    error_message=_bounded(failed, settings.JOBS_ERROR_MAX_CHARS),
+                    traceback=_bounded(tb, settings.JOBS_TRACEBACK_MAX_CHARS),
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+        return bool(
+            query.update(
+                status=JobStatus.COMPLETED, progress=100, result=result, finished_at=now, updated_at=now
+            )
+        )
+
     @classmethod
     def mark_sent_scheduled(cls, job_id: str) -> None:
         """Touch a scheduled job whose message went to Redis, so the reconciler waits its grace."""
@@ -291,6 +344,14 @@ class Job(models.Model):
         if self.status in TERMINAL_STATUSES:
             raise JobNotCancellable(f"job is {self.status}")
         if Job.mark_cancelled(str(self.id), "cancelled before it ran", from_statuses=WAITING_STATUSES):
+            self.refresh_from_db()
+            return True
+        if (
+            self.worker_id == AWAITING_CHILDREN
+            and Job.objects.filter(id=self.id, status=JobStatus.ACTIVE, worker_id=AWAITING_CHILDREN).exists()
+        ):
+            # No worker runs a parent waiting for its children: cancel it here.
+            Job.mark_cancelled(str(self.id), "cancelled while its children ran")
             self.refresh_from_db()
             return True
         # Running (or just claimed): ask its worker to stop it.

@@ -57,6 +57,10 @@ class JobType:
     default_duration_s: float = 30.0
     staff_only: bool = False
     plan: Callable[[Any, dict[str, Any]], JobPlan] = field(default=default_plan)
+    #: For a type that fans out: called by the last finishing child with the
+    #: parent Job and a summary of the children's outcomes; returns the
+    #: parent's result (raising fails the parent).
+    on_children_done: Callable[[Job, dict[str, int]], Any] | None = None
 
 
 _registry: dict[str, JobType] = {}

@@ -20,7 +20,7 @@ from dramatiq.common import current_millis
 from dramatiq.message import Message
 
 from jobs.estimates import estimate_duration_s
-from jobs.messages import ATTEMPT, JOB_TYPE, MAX_ATTEMPTS, PRIORITY
+from jobs.messages import ATTEMPT, JOB_TYPE, MAX_ATTEMPTS, PARENT, PRIORITY
 from jobs.models import Job, JobPriority, JobStatus
 from jobs.queues import get_queue
 from jobs.registry import JobType
@@ -87,17 +87,20 @@ def create_job(**fields: Any) -> Job:
 
 
 def message_for(job: Job) -> Message[Any]:
+    options: dict[str, Any] = {
+        JOB_TYPE: job.type,
+        ATTEMPT: job.attempts,
+        MAX_ATTEMPTS: job.max_attempts,
+        PRIORITY: job.priority,
+    }
+    if job.parent_id:
+        options[PARENT] = str(job.parent_id)
     return Message(
         queue_name=job.queue,
         actor_name=job.actor,
         args=(),
         kwargs=job.arguments,
-        options={
-            JOB_TYPE: job.type,
-            ATTEMPT: job.attempts,
-            MAX_ATTEMPTS: job.max_attempts,
-            PRIORITY: job.priority,
-        },
+        options=options,
         message_id=str(job.id),
         message_timestamp=current_millis(),
     )
@@ -172,12 +175,17 @@ def _idempotent_match(user: Any, key: str) -> Job | None:
 
 def cancel_job(job: Job) -> Job:
     """Cancel a job (waiting: at once; running: at its next progress call) and its children."""
+    from jobs.fanout import child_finished
+
     job.request_cancel()
     for child in job.children.filter(
         status__in=(JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING, JobStatus.ACTIVE)
     ):
         child.request_cancel()
     job.refresh_from_db()
+    if job.parent_id and job.status == JobStatus.CANCELLED:
+        # A child cancelled on its own still counts as finished for its parent.
+        child_finished(str(job.parent_id))
     return job
 
 

@@ -26,7 +26,8 @@ from dramatiq.middleware.shutdown import Shutdown
 
 from jobs.context import RunningJob, current_job, set_current_job
 from jobs.exceptions import JobCancelled, JobTimedOut
-from jobs.messages import ATTEMPT, JOB_OPTIONS, JOB_TYPE, MAX_ATTEMPTS, SKIP_REASON
+from jobs.fanout import AwaitChildren, child_finished, start_children
+from jobs.messages import ATTEMPT, JOB_OPTIONS, JOB_TYPE, MAX_ATTEMPTS, PARENT, SKIP_REASON
 from jobs.queues import UnknownQueue, get_queue
 from jobs.retry_policy import backoff_ms, is_permanent
 
@@ -109,6 +110,7 @@ class JobMirror(Middleware):
                 queue=q_name(message.queue_name),
                 thread_id=threading.get_ident(),
                 time_limit_s=time_limit,
+                parent_id=message.options.get(PARENT),
             )
         )
         self._local.attempt = attempt
@@ -147,11 +149,19 @@ class JobMirror(Middleware):
         set_current_job(None)
         job_id, me = running.job_id, self.worker_id(broker)
 
+        if isinstance(result, AwaitChildren) and exception is None:
+            if not result.child_ids:
+                Job.mark_completed(job_id, me, {"children": 0})
+            elif Job.await_children(job_id, me, result.data["fanout"]["low"], result.data):
+                start_children(result)
+            return
         if exception is None:
-            Job.mark_completed(job_id, me, _jsonable(result))
+            if Job.mark_completed(job_id, me, _jsonable(result)):
+                self._tell_parent(running)
             return
         if isinstance(exception, JobCancelled):
-            Job.mark_cancelled(job_id, running.stop_reason or "cancelled while running")
+            if Job.mark_cancelled(job_id, running.stop_reason or "cancelled while running"):
+                self._tell_parent(running)
             return
         if isinstance(exception, Shutdown):
             if Job.requeue_after_shutdown(job_id, me):
@@ -167,12 +177,21 @@ class JobMirror(Middleware):
         if is_permanent(exception, throws) or attempt >= max_attempts:
             if attempt >= max_attempts and not is_permanent(exception, throws) and max_attempts > 1:
                 error = f"{error} (gave up after {attempt} attempts)"
-            Job.mark_failed(job_id, error, tb, worker_id=me)
+            if Job.mark_failed(job_id, error, tb, worker_id=me):
+                self._tell_parent(running)
             return
         delay = backoff_ms(attempt)
         next_at = timezone.now() + timedelta(milliseconds=delay)
         if Job.mark_retrying(job_id, me, error, tb, next_at):
             self._send_again(broker, message, attempt=attempt, delay=delay)
+
+    @staticmethod
+    def _tell_parent(running: RunningJob) -> None:
+        if running.parent_id:
+            try:
+                child_finished(running.parent_id)
+            except Exception:
+                logger.exception("Could not update parent job %s", running.parent_id)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         running = current_job()

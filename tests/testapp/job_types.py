@@ -43,3 +43,29 @@ for _name, _prefix in (
             plan=_planner(_prefix),
         )
     )
+
+
+class FanOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    children = serializers.IntegerField(min_value=0, max_value=100)
+    fail = serializers.ListField(  # type: ignore[assignment]
+        child=serializers.IntegerField(), required=False, default=list
+    )
+
+
+def _collect(parent: Any, summary: dict[str, int]) -> dict[str, Any]:
+    return {"collected": summary["completed"], "lost": summary["failed"]}
+
+
+register_job_type(
+    JobType(
+        name="test-fanout",
+        queue="maintenance",
+        actor="test_fan_out_records",
+        serializer=FanOutSerializer,
+        description="test only",
+        plan=lambda user, data: JobPlan(
+            arguments={"queue": "maintenance", "children": data["children"], "fail": data["fail"]}
+        ),
+        on_children_done=_collect,
+    )
+)

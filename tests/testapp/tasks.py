@@ -11,6 +11,8 @@ import redis
 from django.conf import settings
 
 from jobs.context import current_job
+from jobs.exceptions import PermanentJobError
+from jobs.fanout import AwaitChildren, ChildJob, fan_out
 from jobs.isolation import run_command, run_in_child
 from jobs.progress import progress
 from tests.testapp import work
@@ -38,7 +40,7 @@ def sleep_in_child_c(seconds: float, queue: str) -> str:
     return run_in_child(work.sleep_in_c, seconds)
 
 
-def record_run(queue: str, seconds: float = 0.0) -> int:
+def record_run(queue: str, seconds: float = 0.0, fail: bool = False) -> int:
     """Counts its executions (exactly-once checks) and optionally takes a while."""
     import time
 
@@ -48,6 +50,8 @@ def record_run(queue: str, seconds: float = 0.0) -> int:
         if seconds:
             time.sleep(seconds / steps)
         progress((step + 1) * 100 / steps, force=False)
+    if fail:
+        raise PermanentJobError("asked to fail")
     _record("done")
     return os.getpid()
 
@@ -61,3 +65,24 @@ for _queue in ("maintenance", "thumbnails", "csv-export"):
     _declare(sleep_in_subprocess, f"test_sleep_in_subprocess_{_suffix}", _queue)
     _declare(sleep_in_child_c, f"test_sleep_in_child_c_{_suffix}", _queue)
     _declare(record_run, f"test_record_run_{_suffix}", _queue)
+
+
+def fan_out_records(queue: str, children: int, fail: list[int] | None = None) -> AwaitChildren:
+    """A parent that splits into ``children`` record_run children on the thumbnails queue."""
+    failing = set(fail or [])
+    return fan_out(
+        [
+            ChildJob(
+                actor="test_record_run_thumbnails",
+                arguments={"queue": "thumbnails", "seconds": 0.2, "fail": index in failing},
+                job_type="test-record-run",
+                queue="thumbnails",
+            )
+            for index in range(children)
+        ],
+        unit="pieces",
+        progress_range=(10, 90),
+    )
+
+
+_declare(fan_out_records, "test_fan_out_records", "maintenance")
