@@ -10,4 +10,6 @@ class JobsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the platform's own job types (canary).
-        from jobs import job_types  # noqa: F401
+        from jobs import job_types, log_filters  # noqa: F401
+
+        log_filters.install()

@@ -23,6 +23,19 @@ class JobTimedOut(JobError):
     """The job ran past its queue's time limit and was stopped."""
 
 
+class Reschedule(JobError):  # noqa: N818 - an instruction, not an error
+    """Run this job again later without using up an attempt (a rate limit said "not now").
+
+    Raised from an actor: the job goes back to ``scheduled`` for ``delay_s``
+    seconds with its attempt count unchanged; no worker thread waits.
+    """
+
+    def __init__(self, delay_s: float, reason: str = "rescheduled") -> None:
+        super().__init__(reason)
+        self.delay_s = max(0.0, float(delay_s))
+        self.reason = reason
+
+
 class IllegalTransition(JobError):
     """A job state change that the state diagram does not allow."""
 

@@ -16,10 +16,13 @@ import os
 import resource
 import signal
 import subprocess
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
+
+import psutil
 
 from jobs.context import current_job
 from jobs.exceptions import JobCancelled, JobError, JobTimedOut
@@ -129,6 +132,31 @@ def _child_main(
 
 
 _context = multiprocessing.get_context("forkserver")
+_last_peak = threading.local()
+
+
+def last_peak_rss_mb() -> float:
+    """Peak resident memory of the last ``run_in_child`` call of this thread (with a ceiling set)."""
+    return float(getattr(_last_peak, "value", 0.0))
+
+
+def _resident_mb(pid: int) -> float:
+    """Resident memory of a process and everything it started, in MB."""
+    try:
+        process = psutil.Process(pid)
+        total = process.memory_info().rss
+        for child in process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        return 0.0
+    return float(total) / (1024 * 1024)
+
+
+class MemoryCeilingExceeded(ChildProcessFailed):
+    """A child process grew past its resident-memory ceiling and was stopped."""
 
 
 def run_in_child(
@@ -136,12 +164,17 @@ def run_in_child(
     *args: Any,
     memory_limit_mb: int | None = None,
     cpu_limit_s: int | None = None,
+    rss_limit_mb: int | None = None,
     **kwargs: Any,
 ) -> T:
     """Call ``func(*args, **kwargs)`` in a killable child process and return its result.
 
     ``func`` must be a module-level function and its arguments and result
     picklable; keep both small (ids, paths, page numbers, text).
+    ``memory_limit_mb`` caps address space (the child's allocations fail);
+    ``rss_limit_mb`` is a ceiling on resident memory, watched from outside:
+    a child that crosses it is killed and ``MemoryCeilingExceeded`` raised.
+    The peak resident memory seen is left in ``last_peak_rss_mb``.
     """
     parent_conn, child_conn = _context.Pipe(duplex=False)
     process = _context.Process(
@@ -151,10 +184,18 @@ def run_in_child(
     child_conn.close()
     assert process.pid is not None
     register_child(process.pid)
+    peak = 0.0
+    over_ceiling = False
     try:
         outcome: tuple[Any, ...] | None = None
         while outcome is None:
-            if parent_conn.poll(0.2):
+            if rss_limit_mb is not None:
+                peak = max(peak, _resident_mb(process.pid))
+                if peak > rss_limit_mb:
+                    over_ceiling = True
+                    _kill_group(process.pid)
+                    break
+            if parent_conn.poll(0.1 if rss_limit_mb else 0.2):
                 try:
                     outcome = parent_conn.recv()
                 except EOFError:
@@ -170,7 +211,10 @@ def run_in_child(
             _kill_group(process.pid)
             process.join()
         parent_conn.close()
+    _last_peak.value = peak
     _raise_if_stopped()
+    if over_ceiling:
+        raise MemoryCeilingExceeded(f"stopped: it used more than its {rss_limit_mb} MB memory ceiling")
     if outcome is None:
         how = _describe_exit(process.exitcode or 0, memory_limit_mb, cpu_limit_s)
         raise ChildProcessFailed(f"child process {how} before answering")

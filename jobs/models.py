@@ -258,6 +258,21 @@ class Job(models.Model):
         return bool(updated)
 
     @classmethod
+    def reschedule(cls, job_id: str, worker_id: str, run_at: datetime, reason: str) -> bool:
+        """Put a running job back to wait until ``run_at``; the attempt does not count."""
+        now = timezone.now()
+        return bool(
+            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
+                status=JobStatus.SCHEDULED,
+                attempts=F("attempts") - 1,
+                worker_id="",
+                scheduled_for=run_at,
+                progress_data={"message": reason},
+                updated_at=now,
+            )
+        )
+
+    @classmethod
     def requeue_after_shutdown(cls, job_id: str, worker_id: str) -> bool:
         """Give back a job interrupted by a worker shutdown; the attempt does not count."""
         now = timezone.now()

@@ -25,13 +25,19 @@ from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq.middleware.shutdown import Shutdown
 
 from jobs.context import RunningJob, current_job, set_current_job
-from jobs.exceptions import JobCancelled, JobTimedOut
+from jobs.exceptions import JobCancelled, JobTimedOut, Reschedule
 from jobs.fanout import AwaitChildren, child_finished, start_children
 from jobs.messages import ATTEMPT, JOB_OPTIONS, JOB_TYPE, MAX_ATTEMPTS, PARENT, SKIP_REASON
 from jobs.queues import UnknownQueue, get_queue
 from jobs.retry_policy import backoff_ms, is_permanent
 
 logger = logging.getLogger(__name__)
+
+
+def DELAY_HORIZON_S() -> float:  # noqa: N802 - reads like the setting it is
+    from django.conf import settings
+
+    return float(settings.JOBS_DELAY_HORIZON_S)
 
 
 def _jsonable(value: Any) -> Any:
@@ -162,6 +168,16 @@ class JobMirror(Middleware):
         if isinstance(exception, JobCancelled):
             if Job.mark_cancelled(job_id, running.stop_reason or "cancelled while running"):
                 self._tell_parent(running)
+            return
+        if isinstance(exception, Reschedule):
+            run_at = timezone.now() + timedelta(seconds=exception.delay_s)
+            if (
+                Job.reschedule(job_id, me, run_at, exception.reason)
+                and exception.delay_s <= DELAY_HORIZON_S()
+            ):
+                # Further ahead than the horizon, the reconciler sends it when due.
+                attempt = int(getattr(self._local, "attempt", 1)) - 1
+                self._send_again(broker, message, attempt=attempt, delay=int(exception.delay_s * 1000))
             return
         if isinstance(exception, Shutdown):
             if Job.requeue_after_shutdown(job_id, me):

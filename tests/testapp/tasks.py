@@ -11,7 +11,7 @@ import redis
 from django.conf import settings
 
 from jobs.context import current_job
-from jobs.exceptions import PermanentJobError
+from jobs.exceptions import PermanentJobError, Reschedule
 from jobs.fanout import AwaitChildren, ChildJob, fan_out
 from jobs.isolation import run_command, run_in_child
 from jobs.progress import progress
@@ -86,3 +86,23 @@ def fan_out_records(queue: str, children: int, fail: list[int] | None = None) ->
 
 
 _declare(fan_out_records, "test_fan_out_records", "maintenance")
+
+
+def reschedule_once(queue: str, seconds: float = 0.5) -> str:
+    """Says "not now" the first time (like a rate limiter), then runs."""
+    job = current_job()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    first = client.incr(f"{settings.DRAMATIQ_NAMESPACE}:test:reschedule:{job.job_id if job else '?'}") == 1
+    client.close()
+    _record("runs")
+    if first:
+        raise Reschedule(seconds, "rate limited; trying again shortly")
+    return "ran"
+
+
+def hold_memory_in_child(queue: str, megabytes: int, ceiling_mb: int) -> int:
+    return run_in_child(work.hold_memory, megabytes, 5.0, rss_limit_mb=ceiling_mb)
+
+
+_declare(reschedule_once, "test_reschedule_once", "maintenance")
+_declare(hold_memory_in_child, "test_hold_memory_in_child", "maintenance")

@@ -23,3 +23,10 @@ def busy_for(seconds: float) -> int:
     while time.monotonic() < deadline:
         count += 1
     return count
+
+
+def hold_memory(megabytes: int, seconds: float) -> int:
+    """Allocate and touch ``megabytes`` of memory, then hold it for a while."""
+    blocks = [bytearray(b"x" * (1024 * 1024)) for _ in range(megabytes)]
+    time.sleep(seconds)
+    return len(blocks)
