@@ -127,6 +127,29 @@ class ConveyorRedisBroker(RedisBroker):
         self.emit_after("enqueue", message, delay)
         return message
 
+    def enqueue_many(self, messages: list[Message[Any]]) -> None:
+        """Enqueue messages due now in one round trip (fan-outs, bulk creation)."""
+        prepared = []
+        for message in messages:
+            message = message.copy(options={"redis_message_id": f"{message.message_id}.{uuid4().hex[:12]}"})
+            self.emit_before("enqueue", message, None)
+            prepared.append(message)
+        with self.client.pipeline(transaction=False) as pipe:
+            for message in prepared:
+                queue_name = message.queue_name
+                self._enqueue_script(
+                    keys=[self.queue_key(queue_name), self.messages_key(queue_name), self.wake_key(queue_name)],
+                    args=[
+                        message.options["redis_message_id"],
+                        message.encode(),
+                        "1" if message.options.get(PRIORITY_OPTION) == HIGH else "0",
+                    ],
+                    client=pipe,
+                )
+            pipe.execute()
+        for message in prepared:
+            self.emit_after("enqueue", message, None)
+
     # -- liveness -------------------------------------------------------
     def heartbeat(self, queue_name: str, *, maintenance: bool = False) -> None:
         """Record this process's heartbeat; optionally requeue dead workers' messages now."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -18,7 +19,11 @@ class RunningJob:
     started: float = field(default_factory=time.monotonic)
     #: Process ids of child processes (each leads its own process group).
     children: set[int] = field(default_factory=set)
-    last_progress_write: float = 0.0
+    #: When progress was last written (the claim counts as a write).
+    last_progress_write: float = field(default_factory=time.monotonic)
+    #: The latest progress report not yet written; the completion writes it.
+    pending_progress: dict[str, Any] | None = None
+    pending_percent: int = 0
     stop_reason: str = ""
 
     @property

@@ -61,14 +61,19 @@ def run_command(
     memory_limit_mb: int | None = None,
     cpu_limit_s: int | None = None,
     input_bytes: bytes | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run a command as a killable child; its output is returned, errors raise ChildProcessFailed."""
+    """Run a command as a killable child; its output is returned, errors raise ChildProcessFailed.
+
+    ``env`` adds to (does not replace) this process's environment.
+    """
     proc = subprocess.Popen(
         list(args),
         stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        env=None if env is None else {**os.environ, **env},
         preexec_fn=_limits(memory_limit_mb, cpu_limit_s),  # noqa: PLW1509 - only setrlimit runs there
     )
     register_child(proc.pid)

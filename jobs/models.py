@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from jobs.exceptions import JobNotCancellable, JobNotRetryable
+from jobs.hot_writes import Claim, Completion
+from jobs.writer import state_writer
 
 
 class JobStatus(models.TextChoices):
@@ -46,20 +48,34 @@ AWAITING_CHILDREN = "children"
 FINALIZING = "finalizing"
 
 
+def _execute(sql: str, params: list[Any]) -> bool:
+    """Run one plain-SQL write (grouped with others in a worker process); True when it changed a row."""
+
+    def run() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return bool(cursor.rowcount)
+
+    return state_writer.write(run)
+
+
+def _prep_id(job_id: str) -> Any:
+    return Job._meta.pk.get_db_prep_value(job_id, connection)  # type: ignore[union-attr]
+
+
+def _prep_time(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _prep_json(field_name: str, value: Any) -> Any:
+    return Job._meta.get_field(field_name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
+
+
 def _bounded(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     # Keep the end of a traceback: that is where the error is.
     return "…" + text[-(limit - 1) :]
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a worker may do with a message it received."""
-
-    run: bool
-    reason: str = ""
-    redelivered: bool = False
 
 
 class Job(models.Model):
@@ -162,17 +178,7 @@ class Job(models.Model):
     @classmethod
     def claim(cls, job_id: str, expected_attempts: int, worker_id: str) -> bool:
         """Start an attempt: only a waiting job whose attempt count matches the message."""
-        now = timezone.now()
-        return bool(
-            cls.objects.filter(id=job_id, status__in=WAITING_STATUSES, attempts=expected_attempts).update(
-                status=JobStatus.ACTIVE,
-                attempts=F("attempts") + 1,
-                worker_id=worker_id,
-                started_at=now,
-                updated_at=now,
-                next_attempt_at=None,
-            )
-        )
+        return bool(state_writer.write(Claim(job_id, expected_attempts, worker_id)))
 
     @classmethod
     def take_over(cls, job_id: str, dead_worker_id: str, worker_id: str) -> bool:
@@ -189,20 +195,24 @@ class Job(models.Model):
     @classmethod
     def record_progress(cls, job_id: str, percent: int, data: dict[str, Any]) -> bool:
         """Write progress; False when the job is no longer running or a cancel was asked."""
-        return bool(
-            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, cancel_requested_at__isnull=True).update(
-                progress=max(0, min(100, int(percent))), progress_data=data, updated_at=timezone.now()
-            )
+        return _execute(
+            f"UPDATE {cls._meta.db_table} SET progress = %s, progress_data = %s, updated_at = %s "
+            "WHERE id = %s AND status = %s AND cancel_requested_at IS NULL",
+            [
+                max(0, min(100, int(percent))),
+                _prep_json("progress_data", data),
+                _prep_time(timezone.now()),
+                _prep_id(job_id),
+                JobStatus.ACTIVE,
+            ],
         )
 
     @classmethod
-    def mark_completed(cls, job_id: str, worker_id: str, result: Any) -> bool:
-        now = timezone.now()
-        return bool(
-            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
-                status=JobStatus.COMPLETED, progress=100, result=result, finished_at=now, updated_at=now
-            )
-        )
+    def mark_completed(
+        cls, job_id: str, worker_id: str, result: Any, progress_data: dict[str, Any] | None = None
+    ) -> bool:
+        """Finish a run; ``progress_data`` carries a last progress report that was not written yet."""
+        return bool(state_writer.write(Completion(job_id, worker_id, result, progress_data)))
 
     @classmethod
     def mark_retrying(
@@ -310,9 +320,14 @@ class Job(models.Model):
 
     @classmethod
     def record_parent_progress(cls, job_id: str, percent: int, data: dict[str, Any]) -> bool:
+        """Progress of a parent waiting for (or being finished by) its children; it never goes back."""
         return bool(
-            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=AWAITING_CHILDREN).update(
-                progress=max(0, min(100, int(percent))), progress_data=data, updated_at=timezone.now()
+            cls.objects.filter(
+                id=job_id, status=JobStatus.ACTIVE, worker_id__in=(AWAITING_CHILDREN, FINALIZING)
+            ).update(
+                progress=Greatest(F("progress"), max(0, min(100, int(percent)))),
+                progress_data=data,
+                updated_at=timezone.now(),
             )
         )
 

@@ -14,32 +14,54 @@ from typing import Any
 
 from django.conf import settings
 
-from jobs.context import current_job
+from jobs.context import RunningJob, current_job
 from jobs.exceptions import JobCancelled
 
 logger = logging.getLogger(__name__)
 
 
 def progress(percent: float, message: str = "", *, force: bool = False, **data: Any) -> None:
-    """Report how far the current job is; raises JobCancelled if it was cancelled."""
+    """Report how far the current job is; raises JobCancelled if it was cancelled.
+
+    A report is written when the last write is older than the throttle
+    interval (or with ``force``); otherwise it is kept, and the next write or
+    the job's completion carries it. So a short job costs no progress write.
+    """
     job = current_job()
     if job is None:
         return
-    now = time.monotonic()
     if job.stop_reason:
         raise JobCancelled(job.stop_reason)
-    due = now - job.last_progress_write >= settings.JOBS_PROGRESS_MIN_INTERVAL_S
-    if not (force or due or percent >= 100):
-        return
-    from jobs.models import Job
-
     payload = dict(data)
     if message:
         payload["message"] = message
-    job.last_progress_write = now
-    if not Job.record_progress(job.job_id, int(percent), payload):
-        job.stop_reason = "cancelled while running"
+    now = time.monotonic()
+    due = now - job.last_progress_write >= settings.JOBS_PROGRESS_MIN_INTERVAL_S
+    if not (force or due):
+        job.pending_percent, job.pending_progress = int(percent), payload
+        return
+    job.pending_progress = None
+    if not write_progress(job, int(percent), payload):
         raise JobCancelled(job.stop_reason)
-    from jobs import events
 
-    events.publish_progress(job.job_id, int(percent), payload)
+
+def write_progress(job: RunningJob, percent: int, payload: dict[str, Any]) -> bool:
+    """Write one report (from the job's thread or the watchdog's); False if the job must stop."""
+    from jobs import events
+    from jobs.models import Job
+
+    job.last_progress_write = time.monotonic()
+    if not Job.record_progress(job.job_id, percent, payload):
+        job.stop_reason = job.stop_reason or "cancelled while running"
+        return False
+    events.publish_progress(job.job_id, percent, payload)
+    return True
+
+
+def flush_pending(job: RunningJob) -> bool:
+    """Write a report the job kept back, once the throttle allows; False if the job must stop."""
+    payload = job.pending_progress
+    if payload is None or time.monotonic() - job.last_progress_write < settings.JOBS_PROGRESS_MIN_INTERVAL_S:
+        return True
+    job.pending_progress = None
+    return write_progress(job, job.pending_percent, payload)

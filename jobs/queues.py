@@ -8,6 +8,7 @@ example ``QUEUE_PDF_PROCESSING_TIME_LIMIT=900`` or
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 
@@ -78,9 +79,15 @@ def _apply_overrides(policy: QueuePolicy) -> QueuePolicy:
     return replace(policy, **changes) if changes else policy  # type: ignore[arg-type]
 
 
+@functools.cache
 def all_queues() -> tuple[QueuePolicy, ...]:
-    """The queue table with overrides applied (read afresh: tests change settings)."""
+    """The queue table with overrides applied, read once per process (``reload_queue_table`` re-reads)."""
     return tuple(_apply_overrides(policy) for policy in _TABLE)
+
+
+def reload_queue_table() -> None:
+    """Forget the cached table (tests that change the overrides call this)."""
+    all_queues.cache_clear()
 
 
 def queue_names() -> list[str]:

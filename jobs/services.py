@@ -123,7 +123,27 @@ def send_job(job: Job) -> bool:
 
 
 def send_jobs(jobs: Iterable[Job]) -> int:
-    return sum(1 for job in jobs if send_job(job))
+    """Send many jobs: those due now in pipelined batches, delayed ones one by one."""
+    now_due: list[Job] = []
+    sent = 0
+    for job in jobs:
+        if job.scheduled_for is not None:
+            sent += send_job(job)
+        else:
+            now_due.append(job)
+    broker = dramatiq.get_broker()
+    enqueue_many = getattr(broker, "enqueue_many", None)
+    for start in range(0, len(now_due), 500):
+        chunk = now_due[start : start + 500]
+        if enqueue_many is None:
+            sent += sum(1 for job in chunk if send_job(job))
+            continue
+        try:
+            enqueue_many([message_for(job) for job in chunk])
+            sent += len(chunk)
+        except Exception:
+            logger.warning("Could not send %d jobs; the reconciler will send them later", len(chunk), exc_info=True)
+    return sent
 
 
 def start_job(

@@ -68,6 +68,16 @@ class JobMirror(Middleware):
         self._worker_id: str | None = None
         self._local = threading.local()
 
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from jobs.writer import state_writer
+
+        state_writer.start()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from jobs.writer import state_writer
+
+        state_writer.stop()
+
     def worker_id(self, broker: dramatiq.Broker) -> str:
         if self._worker_id is None:
             self._worker_id = str(getattr(broker, "broker_id", "local"))
@@ -156,13 +166,14 @@ class JobMirror(Middleware):
         job_id, me = running.job_id, self.worker_id(broker)
 
         if isinstance(result, AwaitChildren) and exception is None:
-            if not result.child_ids:
-                Job.mark_completed(job_id, me, {"children": 0})
-            elif Job.await_children(job_id, me, result.data["fanout"]["low"], result.data):
-                start_children(result)
+            if Job.await_children(job_id, me, result.data["fanout"]["low"], result.data):
+                if result.child_ids:
+                    start_children(result)
+                else:
+                    child_finished(job_id)  # nothing to wait for: finish through the type's hook now
             return
         if exception is None:
-            if Job.mark_completed(job_id, me, _jsonable(result)):
+            if Job.mark_completed(job_id, me, _jsonable(result), running.pending_progress):
                 self._tell_parent(running)
             return
         if isinstance(exception, JobCancelled):

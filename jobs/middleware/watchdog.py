@@ -115,8 +115,17 @@ class JobWatchdog(Middleware):
                 if now - last_cancel_check >= interval:
                     last_cancel_check = now
                     self._stop_cancelled(running)
+                self._flush_progress(running)
             except Exception:
                 logger.exception("Watchdog check failed; trying again")
+
+    def _flush_progress(self, running: list[RunningJob]) -> None:
+        """Write progress a job kept back (it may now be blocked in a long step)."""
+        from jobs.progress import flush_pending
+
+        for job in running:
+            if job.pending_progress is not None and not job.stop_reason and not flush_pending(job):
+                self._stop(job, JobCancelled, job.stop_reason or "cancelled while running")
 
     def _stop_cancelled(self, running: list[RunningJob]) -> None:
         from django.db import close_old_connections

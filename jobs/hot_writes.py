@@ -1,0 +1,184 @@
+"""The two writes every job makes, claim and completion, in batches.
+
+A worker's state writer (``jobs.writer``) hands over everything its threads
+queued up; this module turns them into one statement on PostgreSQL (a
+multi-row ``UPDATE ... FROM (VALUES ...) RETURNING`` per kind, joined as
+CTEs), or row-by-row statements elsewhere (SQLite, the laptop default). The conditions are those of the state diagram
+in ``jobs.models.Job``: a claim only takes a waiting job with the attempt
+count the message expects; a completion only finishes the running attempt of
+the worker that claims it.
+
+Plain SQL, not the ORM: compiling the equivalent ORM update cost ~0.75 ms of
+CPU per call here, against ~0.1 ms for the statement itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
+from django.utils import timezone
+
+_WAITING = ("queued", "scheduled", "retrying")
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    expected_attempts: int
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    job_id: str
+    worker_id: str
+    result: Any
+    progress_data: dict[str, Any] | None
+
+
+Write = Claim | Completion | Callable[[], Any]
+
+
+def apply(writes: Sequence[Write]) -> list[Any]:
+    """Run writes; each claim/completion gives True if it changed its job.
+
+    On PostgreSQL every claim and completion of the batch goes out as ONE
+    statement (two data-modifying CTEs), which commits by itself: one round
+    trip and one WAL flush for the whole batch. Elsewhere the rows run one
+    by one inside a single transaction.
+    """
+    results: list[Any] = [None] * len(writes)
+    for index, write in enumerate(writes):
+        if not isinstance(write, Claim | Completion):
+            results[index] = write()
+    rows = [(index, write) for index, write in enumerate(writes) if isinstance(write, Claim | Completion)]
+    # A job may appear only once per statement (a duplicate message, say):
+    # later occurrences go out alone, after the batch.
+    seen: set[str] = set()
+    batch: list[tuple[int, Claim | Completion]] = []
+    alone: list[tuple[int, Claim | Completion]] = []
+    for index, write in rows:
+        (alone if write.job_id in seen else batch).append((index, write))
+        seen.add(write.job_id)
+    for chunk in (batch, *[[item] for item in alone]):
+        if not chunk:
+            continue
+        claims = [write for _, write in chunk if isinstance(write, Claim)]
+        completions = [write for _, write in chunk if isinstance(write, Completion)]
+        if connection.vendor == "postgresql":
+            claimed, completed = _postgresql(claims, completions)
+        else:
+            with transaction.atomic():
+                claimed, completed = _row_by_row(claims, completions)
+        for index, write in chunk:
+            results[index] = write.job_id in (claimed if isinstance(write, Claim) else completed)
+    return results
+
+
+def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[set[str], set[str]]:
+    now = timezone.now()
+    parts: list[str] = []
+    params: list[Any] = []
+    if claims:
+        values = ", ".join(["(%s::uuid, %s::integer, %s)"] * len(claims))
+        parts.append(
+            f"claimed AS (UPDATE {_table()} AS j SET status = 'active', attempts = j.attempts + 1, "
+            "worker_id = v.worker, started_at = %s, updated_at = %s, next_attempt_at = NULL "
+            f"FROM (VALUES {values}) AS v(id, expected, worker) "
+            "WHERE j.id = v.id AND j.attempts = v.expected AND j.status IN ('queued', 'scheduled', 'retrying') "
+            "RETURNING j.id)"
+        )
+        params += [now, now, *[p for row in claims for p in (row.job_id, row.expected_attempts, row.worker_id)]]
+    if completions:
+        values = ", ".join(["(%s::uuid, %s, %s::jsonb, %s::jsonb)"] * len(completions))
+        parts.append(
+            f"completed AS (UPDATE {_table()} AS j SET status = 'completed', progress = 100, result = v.result, "
+            "progress_data = COALESCE(v.data, j.progress_data), finished_at = %s, updated_at = %s "
+            f"FROM (VALUES {values}) AS v(id, worker, result, data) "
+            "WHERE j.id = v.id AND j.status = 'active' AND j.worker_id = v.worker "
+            "RETURNING j.id)"
+        )
+        params += [
+            now,
+            now,
+            *[
+                p
+                for row in completions
+                for p in (row.job_id, row.worker_id, _json(row.result), _json(row.progress_data))
+            ],
+        ]
+    selects = []
+    if claims:
+        selects.append("SELECT 'c', id FROM claimed")
+    if completions:
+        selects.append("SELECT 'd', id FROM completed")
+    sql = "WITH " + ", ".join(parts) + " " + " UNION ALL ".join(selects)
+    connection.ensure_connection()
+    # A server-side prepared statement per batch shape: planning this join
+    # took ~0.8 ms, longer than running it. Django's own cursors bind on the
+    # client and never prepare, so this one cursor goes to psycopg directly.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        changed = cursor.fetchall()
+    return {str(i) for kind, i in changed if kind == "c"}, {str(i) for kind, i in changed if kind == "d"}
+
+
+def _row_by_row(claims: list[Claim], completions: list[Completion]) -> tuple[set[str], set[str]]:
+    return _claim_rows(claims), _complete_rows(completions)
+
+
+def _table() -> str:
+    from jobs.models import Job
+
+    return Job._meta.db_table
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, cls=DjangoJSONEncoder)
+
+
+def _claim_rows(rows: list[Claim]) -> set[str]:
+    now = timezone.now()
+    changed = set()
+    at = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        for row in rows:
+            cursor.execute(
+                f"UPDATE {_table()} SET status = 'active', attempts = attempts + 1, worker_id = %s, "
+                "started_at = %s, updated_at = %s, next_attempt_at = NULL "
+                "WHERE id = %s AND attempts = %s AND status IN (%s, %s, %s)",
+                [row.worker_id, at, at, _db_id(row.job_id), row.expected_attempts, *_WAITING],
+            )
+            if cursor.rowcount:
+                changed.add(row.job_id)
+    return changed
+
+
+def _complete_rows(rows: list[Completion]) -> set[str]:
+    now = timezone.now()
+    changed = set()
+    at = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        for row in rows:
+            data_sql = "progress_data = %s, " if row.progress_data is not None else ""
+            data = [_json(row.progress_data)] if row.progress_data is not None else []
+            cursor.execute(
+                f"UPDATE {_table()} SET status = 'completed', progress = 100, {data_sql}result = %s, "
+                "finished_at = %s, updated_at = %s WHERE id = %s AND status = 'active' AND worker_id = %s",
+                [*data, _json(row.result), at, at, _db_id(row.job_id), row.worker_id],
+            )
+            if cursor.rowcount:
+                changed.add(row.job_id)
+    return changed
+
+
+def _db_id(job_id: str) -> Any:
+    from jobs.models import Job
+
+    return Job._meta.pk.get_db_prep_value(job_id, connection)  # type: ignore[union-attr]

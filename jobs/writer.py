@@ -1,0 +1,116 @@
+"""Group commit for the job mirror's hot writes.
+
+Every job makes two state writes (claim, completion). Done one transaction
+each, a worker pays one WAL flush per write: measured here, eight threads
+committing single-row updates reached ~2,200 commits/s in all, which capped
+the whole system near 1,000 jobs/s. Inside a worker process, those writes go
+to one writer thread that runs whatever has queued up in a single
+transaction: under load, one flush covers many jobs; when idle, a write goes
+out at once (there is no batching delay). Callers still wait for their own
+write to commit, so nothing is acknowledged before its state is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from django.db import close_old_connections, transaction
+
+from jobs.hot_writes import Write, apply
+
+logger = logging.getLogger(__name__)
+
+_MAX_BATCH = 256
+
+
+class _Item:
+    __slots__ = ("done", "error", "result", "write")
+
+    def __init__(self, write: Write) -> None:
+        self.write = write
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class StateWriter:
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._connection_checked = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if not self.running:
+            self._thread = threading.Thread(target=self._run, name="conveyor-state-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self.running:
+            self._queue.put(None)
+            assert self._thread is not None
+            self._thread.join(timeout=10)
+        self._thread = None
+
+    def write(self, write: Write) -> Any:
+        """Run a write in the writer's next transaction (at once outside a worker) and return its result."""
+        if not self.running or threading.current_thread() is self._thread:
+            return apply([write])[0]
+        item = _Item(write)
+        self._queue.put(item)
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.result  # type: ignore[no-any-return]
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            self._commit(batch)
+        close_old_connections()
+
+    def _commit(self, batch: list[_Item]) -> None:
+        now = time.monotonic()
+        if now - self._connection_checked > 30:
+            # Not per batch: a health check is a round trip of its own.
+            close_old_connections()
+            self._connection_checked = now
+        try:
+            for item, result in zip(batch, apply([item.write for item in batch]), strict=True):
+                item.result = result
+        except Exception:
+            close_old_connections()
+            # One bad write must not fail the others: run them one by one.
+            logger.warning("A batch of %d job writes failed; retrying them one by one", len(batch), exc_info=True)
+            for item in batch:
+                try:
+                    with transaction.atomic():
+                        item.result = apply([item.write])[0]
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                    item.error = exc
+        finally:
+            for item in batch:
+                item.done.set()
+
+
+#: The worker process's writer; started by the job mirror at worker boot.
+state_writer = StateWriter()
