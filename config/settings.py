@@ -167,6 +167,29 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "conveyor@localhost")
 
+# --- documents ---
+# Uploads over this size are refused with 413.
+DOCUMENT_MAX_UPLOAD_MB = env_int("DOCUMENT_MAX_UPLOAD_MB", 200)
+DOCUMENT_MAX_UPLOAD_BYTES = env_int("DOCUMENT_MAX_UPLOAD_BYTES", DOCUMENT_MAX_UPLOAD_MB * 1024 * 1024)
+# Limits of each pdftoppm / pdftotext / tesseract child: address space, CPU seconds, wall time.
+DOCUMENT_CHILD_MEMORY_MB = env_int("DOCUMENT_CHILD_MEMORY_MB", 1024)
+DOCUMENT_CHILD_CPU_S = env_int("DOCUMENT_CHILD_CPU_S", 120)
+DOCUMENT_CHILD_TIMEOUT_S = env_float("DOCUMENT_CHILD_TIMEOUT_S", 180.0)
+# A page (at OCR_DPI) or an embedded image over this many pixels is refused before rendering.
+DOCUMENT_MAX_PAGE_PIXELS = env_int("DOCUMENT_MAX_PAGE_PIXELS", 80_000_000)
+OCR_DPI = env_int("OCR_DPI", 300)
+OCR_LANGUAGE = env_str("OCR_LANGUAGE", "eng")
+# Pages per page-range child job (each must finish within the queue's time limit).
+OCR_PAGES_PER_CHILD = env_int("OCR_PAGES_PER_CHILD", 50)
+# Pages rendered at a time: memory stays flat whatever the page count.
+OCR_BATCH_PAGES = env_int("OCR_BATCH_PAGES", 10)
+# Tries of one page before it is recorded as failed (the document still completes).
+OCR_PAGE_ATTEMPTS = env_int("OCR_PAGE_ATTEMPTS", 3)
+# A page whose text layer has fewer letters and digits than this is OCRed.
+OCR_MIN_TEXT_LAYER_CHARS = env_int("OCR_MIN_TEXT_LAYER_CHARS", 16)
+THUMBNAIL_SIZES = [int(size) for size in env_list("THUMBNAIL_SIZES", ["150", "300", "600"])]
+THUMBNAIL_FORMAT = env_str("THUMBNAIL_FORMAT", "png")
+
 # --- Misc -----------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("jobs.api.urls")),
+    path("api/", include("documents.api.urls")),
 ]
 
 handler404 = "jobs.api.errors.not_found"

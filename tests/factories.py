@@ -13,3 +13,17 @@ class UserFactory(factory.django.DjangoModelFactory):
     email = factory.LazyAttribute(lambda user: f"{user.username}@example.com")
     password = factory.django.Password("secret-pass-123")
     is_active = True
+
+
+class DocumentFactory(factory.django.DjangoModelFactory):
+    """A stored document; pass ``file__data=<pdf bytes>`` for its content."""
+
+    class Meta:
+        model = "documents.Document"
+
+    owner = factory.SubFactory(UserFactory)
+    original_name = "scan.pdf"
+    file = factory.django.FileField(filename="scan.pdf", data=b"%PDF-1.4\n")
+    size = factory.LazyAttribute(lambda document: document.file.size)
+    sha256 = "0" * 64
+    page_count = 1

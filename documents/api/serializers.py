@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from documents.models import Document, DocumentPage
+
+
+class DocumentPageSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = DocumentPage
+        fields = ["number", "status", "source", "confidence", "error", "attempts"]
+
+
+class DocumentSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """A document as the API shows it: no stored path, thumbnail URLs by size."""
+
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    thumbnails = serializers.SerializerMethodField()
+    text_url = serializers.SerializerMethodField()
+    ocr_job = serializers.UUIDField(source="ocr_job_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Document
+        fields = [
+            "id",
+            "owner",
+            "original_name",
+            "size",
+            "sha256",
+            "page_count",
+            "status",
+            "error",
+            "ocr_job",
+            "thumbnails",
+            "text_url",
+            "created_at",
+            "updated_at",
+        ]
+
+    def _url(self, name: str, *args: Any) -> str:
+        path = reverse(name, args=args)
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+    def get_thumbnails(self, document: Document) -> dict[str, str]:
+        return {str(size): self._url("document-thumbnail", document.id, size) for size in document.thumbnail_sizes()}
+
+    def get_text_url(self, document: Document) -> str:
+        return self._url("document-text", document.id)
+
+
+class DocumentDetailSerializer(DocumentSerializer):
+    pages = DocumentPageSerializer(many=True, read_only=True)
+
+    class Meta(DocumentSerializer.Meta):
+        fields = [*DocumentSerializer.Meta.fields, "pages"]
+
+
+class DocumentUploadSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    file = serializers.FileField(help_text="A PDF (checked by its content).")

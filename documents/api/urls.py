@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from documents.api import views
+
+urlpatterns = [
+    path("documents", views.DocumentListView.as_view(), name="document-list"),
+    path("documents/<uuid:pk>", views.DocumentDetailView.as_view(), name="document-detail"),
+    path("documents/<uuid:pk>/text", views.DocumentTextView.as_view(), name="document-text"),
+    path(
+        "documents/<uuid:pk>/thumbnails/<int:size>",
+        views.DocumentThumbnailView.as_view(),
+        name="document-thumbnail",
+    ),
+]

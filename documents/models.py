@@ -1,0 +1,134 @@
+"""Documents and their pages.
+
+A document's state diagram (the OCR job drives it; ``failed`` and ``ready``
+go back to ``processing`` when OCR is asked for again)::
+
+    uploaded ──► processing ──► ready    (every page read, or recorded with its error)
+                     │
+                     └────────► failed   (the whole document is unreadable, or its job stopped)
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class DocumentStatus(models.TextChoices):
+    UPLOADED = "uploaded", "Uploaded"
+    PROCESSING = "processing", "Processing"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+def stored_file_name(document: Document, filename: str) -> str:
+    """The generated name under MEDIA_ROOT: nothing the user sent reaches the file system."""
+    return f"documents/{document.id.hex[:2]}/{document.id.hex}.pdf"
+
+
+class Document(models.Model):
+    """An uploaded PDF, its processing status and where its thumbnails are."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="documents")
+    original_name = models.CharField(max_length=255)
+    file = models.FileField(upload_to=stored_file_name, max_length=200)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+    page_count = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=DocumentStatus.choices, default=DocumentStatus.UPLOADED)
+    error = models.TextField(blank=True, default="")
+    #: The latest OCR job: a second OCR request while it runs answers with it.
+    ocr_job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="ocr_documents"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="document_owner_created")]
+
+    def __str__(self) -> str:
+        return f"{self.original_name} ({self.status})"
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file.path)
+
+    @property
+    def thumbnail_dir(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / "thumbnails" / self.id.hex
+
+    def thumbnail_path(self, size: int) -> Path | None:
+        """The stored thumbnail of that size (any format), or None."""
+        for extension in ("png", "webp"):
+            candidate = self.thumbnail_dir / f"{size}.{extension}"
+            if candidate.exists():
+                return candidate
+        return None
+
+    def thumbnail_sizes(self) -> list[int]:
+        if not self.thumbnail_dir.is_dir():
+            return []
+        return sorted({int(path.stem) for path in self.thumbnail_dir.iterdir() if path.stem.isdigit()})
+
+    # -- transitions -----------------------------------------------------
+    def mark_processing(self) -> None:
+        Document.objects.filter(id=self.id).update(
+            status=DocumentStatus.PROCESSING, error="", updated_at=timezone.now()
+        )
+        self.status, self.error = DocumentStatus.PROCESSING, ""
+
+    @classmethod
+    def mark_ready(cls, document_id: str) -> bool:
+        return bool(
+            cls.objects.filter(id=document_id, status=DocumentStatus.PROCESSING).update(
+                status=DocumentStatus.READY, error="", updated_at=timezone.now()
+            )
+        )
+
+    @classmethod
+    def mark_failed(cls, document_id: str, error: str) -> bool:
+        return bool(
+            cls.objects.filter(id=document_id, status=DocumentStatus.PROCESSING).update(
+                status=DocumentStatus.FAILED, error=error[:2000], updated_at=timezone.now()
+            )
+        )
+
+
+class PageSource(models.TextChoices):
+    TEXT_LAYER = "text-layer", "Text layer"
+    OCR = "ocr", "OCR"
+
+
+class PageStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class DocumentPage(models.Model):
+    """The text of one page, saved as soon as it is read (a retried job resumes from here)."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="pages")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=8, choices=PageStatus.choices, default=PageStatus.PENDING)
+    text = models.TextField(blank=True, default="")
+    source = models.CharField(max_length=16, choices=PageSource.choices, blank=True, default="")
+    #: Mean word confidence of tesseract (0-100); None for a text-layer page.
+    confidence = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["document", "number"]
+        constraints = [models.UniqueConstraint(fields=["document", "number"], name="document_page_unique_number")]
+
+    def __str__(self) -> str:
+        return f"page {self.number} of {self.document_id} ({self.status})"

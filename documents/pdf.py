@@ -1,0 +1,199 @@
+"""Poppler and tesseract, each run as a killable child process under limits.
+
+Every call goes through ``jobs.isolation.run_command``: a job's time limit or
+cancel kills the tool (and the worker thread is never blocked in C code), and
+each tool runs under an address-space and CPU-time limit so that a hostile
+PDF (absurd page size, decompression bomb) fails with a reason instead of
+exhausting the machine. Page sizes and embedded image sizes are checked
+against a pixel cap before anything is rendered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from documents.exceptions import CorruptPdf, EncryptedPdf, NotAPdf, PageTooLarge, PdfHasNoPages
+from jobs.isolation import ChildProcessFailed, run_command
+
+PDF_MAGIC = b"%PDF-"
+#: The PDF header may follow up to 1 KB of junk (PDF 1.7, annex H).
+HEADER_WINDOW = 1024
+POINTS_PER_INCH = 72.0
+
+_PAGES = re.compile(rb"^Pages:\s+(\d+)", re.MULTILINE)
+_PAGE_SIZE = re.compile(rb"^Page\s+(\d+)\s+size:\s+([\d.]+)\s+x\s+([\d.]+)\s+pts", re.MULTILINE)
+_SINGLE_PAGE_SIZE = re.compile(rb"^Page size:\s+([\d.]+)\s+x\s+([\d.]+)\s+pts", re.MULTILINE)
+_PAGE_ROT = re.compile(rb"^Page\s+(\d+)\s+rot:\s+(\d+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class PdfInfo:
+    pages: int
+
+
+def looks_like_pdf(head: bytes) -> bool:
+    """True when the first bytes carry a PDF header (the name of the file does not count)."""
+    return PDF_MAGIC in head[:HEADER_WINDOW]
+
+
+def _run(args: Sequence[str], *, timeout_s: float | None = None) -> bytes:
+    return run_command(
+        args,
+        timeout_s=timeout_s or settings.DOCUMENT_CHILD_TIMEOUT_S,
+        memory_limit_mb=settings.DOCUMENT_CHILD_MEMORY_MB,
+        cpu_limit_s=settings.DOCUMENT_CHILD_CPU_S,
+    ).stdout
+
+
+def inspect_pdf(path: Path) -> PdfInfo:
+    """Page count of a PDF; raises a permanent error for what no retry can fix."""
+    with open(path, "rb") as handle:
+        head = handle.read(HEADER_WINDOW)
+    if not head:
+        from documents.exceptions import EmptyFile
+
+        raise EmptyFile("the file is empty (0 bytes)")
+    if not looks_like_pdf(head):
+        raise NotAPdf("the file is not a PDF: its content does not start with a PDF header")
+    try:
+        out = _run(["pdfinfo", str(path)], timeout_s=60)
+    except ChildProcessFailed as exc:
+        message = str(exc)
+        if "Incorrect password" in message:
+            raise EncryptedPdf("the PDF is encrypted with a password: upload it without one") from None
+        if "Invalid page count 0" in message or "last page (0)" in message:
+            raise PdfHasNoPages("the PDF has no pages") from None
+        raise CorruptPdf(f"the PDF cannot be read (damaged or truncated): {_tail(message)}") from None
+    match = _PAGES.search(out)
+    if match is None:
+        raise CorruptPdf("the PDF cannot be read: pdfinfo reported no page count")
+    pages = int(match.group(1))
+    if pages == 0:
+        raise PdfHasNoPages("the PDF has no pages")
+    return PdfInfo(pages=pages)
+
+
+def _tail(message: str) -> str:
+    return message.split(": ", 1)[-1][-300:]
+
+
+def page_sizes(path: Path, first: int, last: int) -> dict[int, tuple[float, float]]:
+    """Width and height in points of pages ``first``..``last``."""
+    out = _run(["pdfinfo", "-f", str(first), "-l", str(last), str(path)], timeout_s=60)
+    sizes = {int(n): (float(w), float(h)) for n, w, h in _PAGE_SIZE.findall(out)}
+    if not sizes and first == last:
+        single = _SINGLE_PAGE_SIZE.search(out)
+        if single:
+            sizes[first] = (float(single.group(1)), float(single.group(2)))
+    return sizes
+
+
+def image_sizes(path: Path, first: int, last: int) -> dict[int, list[tuple[int, int]]]:
+    """Pixel sizes of the images embedded in pages ``first``..``last`` (nothing is decoded)."""
+    out = _run(["pdfimages", "-list", "-f", str(first), "-l", str(last), str(path)], timeout_s=60)
+    found: dict[int, list[tuple[int, int]]] = {}
+    for line in out.decode(errors="replace").splitlines()[2:]:
+        fields = line.split()
+        if len(fields) >= 5 and fields[0].isdigit() and fields[3].isdigit() and fields[4].isdigit():
+            found.setdefault(int(fields[0]), []).append((int(fields[3]), int(fields[4])))
+    return found
+
+
+def check_page_pixels(
+    number: int, size_pts: tuple[float, float] | None, images: list[tuple[int, int]], dpi: int
+) -> None:
+    """Refuse, before rendering, a page or embedded image over the pixel cap."""
+    cap = settings.DOCUMENT_MAX_PAGE_PIXELS
+    if size_pts is not None:
+        width = size_pts[0] / POINTS_PER_INCH * dpi
+        height = size_pts[1] / POINTS_PER_INCH * dpi
+        if width * height > cap:
+            raise PageTooLarge(
+                f"page {number} is {size_pts[0]:.0f} x {size_pts[1]:.0f} pt: at {dpi} dpi it would be "
+                f"{width * height / 1e6:.0f} megapixels, over the {cap / 1e6:.0f} megapixel cap"
+            )
+    for image_width, image_height in images:
+        if image_width * image_height > cap:
+            raise PageTooLarge(
+                f"page {number} embeds a {image_width} x {image_height} image "
+                f"({image_width * image_height / 1e6:.0f} megapixels, over the {cap / 1e6:.0f} megapixel "
+                "cap): refused as a possible decompression bomb"
+            )
+
+
+def text_layer(path: Path, first: int, last: int) -> dict[int, str]:
+    """The text layer of pages ``first``..``last`` (pdftotext; empty text for a scanned page)."""
+    out = _run(["pdftotext", "-f", str(first), "-l", str(last), "-enc", "UTF-8", str(path), "-"])
+    pieces = out.decode("utf-8", errors="replace").split("\f")
+    return {first + index: pieces[index] for index in range(min(len(pieces), last - first + 1))}
+
+
+def has_usable_text(text: str) -> bool:
+    """Enough real characters to trust the text layer rather than OCR the page."""
+    return sum(1 for char in text if char.isalnum()) >= settings.OCR_MIN_TEXT_LAYER_CHARS
+
+
+def render_pages(path: Path, first: int, last: int, dpi: int, out_dir: Path) -> dict[int, Path]:
+    """Rasterise pages ``first``..``last`` to grayscale PGM files (what tesseract reads fastest)."""
+    prefix = out_dir / f"p{first}"
+    _run(["pdftoppm", "-r", str(dpi), "-gray", "-f", str(first), "-l", str(last), str(path), str(prefix)])
+    rendered: dict[int, Path] = {}
+    for image in out_dir.glob(f"p{first}-*.pgm"):
+        number = int(image.stem.rsplit("-", 1)[1])
+        if first <= number <= last:
+            rendered[number] = image
+    return rendered
+
+
+def recognise(image: Path, language: str) -> tuple[str, float | None]:
+    """OCR one page image with a single-threaded tesseract: its text and mean word confidence."""
+    base = image.with_suffix("")
+    # OMP_THREAD_LIMIT=1: one tesseract per core is ~4x faster than one using both (see
+    # DEPENDENCY-NOTES); `env` execs tesseract in place, so the limits and the kill still apply.
+    _run(["env", "OMP_THREAD_LIMIT=1", "tesseract", str(image), str(base), "-l", language, "txt", "tsv"])
+    text_file, tsv_file = base.with_suffix(".txt"), base.with_suffix(".tsv")
+    try:
+        text = text_file.read_text(errors="replace")
+        confidences = []
+        for line in tsv_file.read_text(errors="replace").splitlines()[1:]:
+            fields = line.split("\t")
+            if len(fields) == 12 and fields[11].strip():
+                try:
+                    confidence = float(fields[10])
+                except ValueError:
+                    continue
+                if confidence >= 0:
+                    confidences.append(confidence)
+    finally:
+        text_file.unlink(missing_ok=True)
+        tsv_file.unlink(missing_ok=True)
+    mean = round(sum(confidences) / len(confidences), 1) if confidences else None
+    return text.strip(), mean
+
+
+def render_first_page(path: Path, longest_side: int, out_dir: Path) -> Path:
+    """The first page as a colour PPM whose longest side is ``longest_side`` pixels."""
+    prefix = out_dir / "first"
+    _run(
+        [
+            "pdftoppm",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-singlefile",
+            "-scale-to",
+            str(longest_side),
+            str(path),
+            str(prefix),
+        ]
+    )
+    image = prefix.with_suffix(".ppm")
+    if not image.exists():
+        raise ChildProcessFailed("pdftoppm produced no image for page 1")
+    return image

@@ -1,0 +1,156 @@
+"""OCR and thumbnails jobs on real worker processes, real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from documents.models import DocumentPage, DocumentStatus, PageSource, PageStatus
+from documents.services import sync_status_with_job
+from jobs.models import Job, JobStatus
+from jobs.services import cancel_job
+from tests.documents import pdfs
+from tests.jobs.helpers import canary, reload, start, wait_status, wait_terminal
+from tests.workers import wait_for
+
+
+def ocr_pool(pools, media_root, **env):
+    return pools("pdf-processing", threads=2, env={"MEDIA_ROOT": str(media_root), **env})
+
+
+def tools_under(pool) -> list[psutil.Process]:
+    """pdftoppm / tesseract processes started by the pool's workers."""
+    found = []
+    for worker in pool.worker_processes():
+        try:
+            found += [p for p in worker.children(recursive=True) if p.name() in ("tesseract", "pdftoppm", "env")]
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def watch_progress(job, seen: list[tuple[int, str]]):
+    """A wait condition that records every (progress, message) of the job it sees."""
+
+    def condition():
+        row = reload(job)
+        step = (row.progress, row.progress_data.get("message", ""))
+        if not seen or seen[-1] != step:
+            seen.append(step)
+        return row.is_terminal
+
+    return condition
+
+
+@pytest.mark.slow
+def test_ocr_job_reads_a_mixed_document_and_reports_its_stages(pools, user, document_for, scanned_pages, media_root):
+    # Given a document with a text-layer page and three scanned pages
+    data = pdfs.merge_pdfs(pdfs.text_pdf_bytes(["invoice amount customer payment delivery"]), scanned_pages(3))
+    document = document_for(user, data, pages=4)
+    ocr_pool(pools, media_root)
+    # When OCR is requested
+    job = start("pdf-ocr", user, file_id=str(document.id))
+    seen: list[tuple[int, str]] = []
+    wait_for(watch_progress(job, seen), timeout=120, interval=0.02, what="the OCR job to finish")
+    # Then it completed, page by page, through the customer's stages
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.result["pages"] == 4 and job.result["text_layer_pages"] == 1 and job.result["ocr_pages"] == 3
+    assert job.progress_data["pages_processed"] == 4 and job.progress_data["total_pages"] == 4
+    page_steps = [p for p, message in seen if message.startswith("Processing page ") and 20 < p < 90]
+    assert page_steps, seen
+    assert seen[-1][0] == 100
+    document.refresh_from_db()
+    assert document.status == DocumentStatus.READY
+    assert list(document.pages.values_list("source", flat=True)) == [PageSource.TEXT_LAYER] + [PageSource.OCR] * 3
+
+
+@pytest.mark.slow
+def test_a_large_document_is_read_by_page_range_children_on_both_slots(
+    pools, user, document_for, scanned_pages, media_root
+):
+    document = document_for(user, scanned_pages(4, words=12), pages=4)
+    ocr_pool(pools, media_root, OCR_PAGES_PER_CHILD="2", OCR_DPI="150")
+    job = wait_terminal(start("pdf-ocr", user, file_id=str(document.id)), timeout=120)
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    children = list(Job.objects.filter(parent=job).order_by("created_at"))
+    assert sorted((c.arguments["first_page"], c.arguments["last_page"]) for c in children) == [(1, 2), (3, 4)]
+    assert {c.status for c in children} == {JobStatus.COMPLETED}
+    # Both ranges ran at the same time, one per slot.
+    first, second = sorted(children, key=lambda c: c.started_at)
+    assert second.started_at < first.finished_at
+    assert set(DocumentPage.objects.filter(document=document).values_list("status", flat=True)) == {PageStatus.DONE}
+
+
+@pytest.mark.slow
+def test_cancelling_ocr_kills_its_tesseract_and_the_worker_stays_healthy(
+    pools, user, document_for, scanned_pages, media_root
+):
+    document = document_for(user, scanned_pages(8), pages=8)
+    pool = ocr_pool(pools, media_root)
+    job = start("pdf-ocr", user, file_id=str(document.id))
+    wait_for(lambda: any(p.name() == "tesseract" for p in tools_under(pool)), timeout=60, what="tesseract")
+    tools = tools_under(pool)
+    cancel_job(reload(job))
+    assert reload(job).status == JobStatus.CANCELLED
+    wait_for(lambda: not any(p.is_running() and p.status() != "zombie" for p in tools), timeout=10, what="kill")
+    wait_for(lambda: tools_under(pool) == [], timeout=10, what="no pdftoppm or tesseract left")
+    for child in Job.objects.filter(parent=job):
+        wait_terminal(child, timeout=20)
+        assert child.status == JobStatus.CANCELLED
+    # And the worker goes on with the next job
+    assert wait_terminal(canary(queue="pdf-processing"), timeout=20).status == JobStatus.COMPLETED
+    # And the document says its OCR was cancelled
+    assert sync_status_with_job(reload(document)).status == DocumentStatus.FAILED
+
+
+@pytest.mark.slow
+def test_a_page_range_over_the_time_limit_is_killed_with_its_child_processes(
+    pools, user, document_for, scanned_pages, media_root
+):
+    document = document_for(user, scanned_pages(8), pages=8)
+    pool = ocr_pool(pools, media_root, QUEUE_PDF_PROCESSING_TIME_LIMIT="3", OCR_PAGES_PER_CHILD="8")
+    job = start("pdf-ocr", user, file_id=str(document.id))
+    # (the limit may strike while pdftoppm renders or while tesseract reads)
+    tools = wait_for(lambda: tools_under(pool), timeout=60, what="pdftoppm or tesseract")
+    wait_terminal(job, timeout=60)
+    child = Job.objects.get(parent=job)
+    assert child.status == JobStatus.FAILED
+    assert "timed out after 3 s" in child.error_message
+    assert child.attempts == 1
+    assert not any(p.is_running() and p.status() != "zombie" for p in tools)
+    assert tools_under(pool) == []
+    # The pages read before the limit are kept; the others carry the reason.
+    failed = DocumentPage.objects.filter(document=document, status=PageStatus.FAILED)
+    assert failed.exists()
+    assert "timed out" in failed.first().error
+    assert wait_terminal(canary(queue="pdf-processing"), timeout=20).status == JobStatus.COMPLETED
+
+
+@pytest.mark.slow
+def test_thumbnails_job_counts_documents_and_keeps_a_broken_one_to_itself(pools, user, document_for, media_root):
+    good = [document_for(user, pdfs.text_pdf_bytes([f"page {n}"])) for n in range(2)]
+    broken = document_for(user, b"%PDF-1.4\n garbage\n")
+    pools("thumbnails", threads=4, env={"MEDIA_ROOT": str(media_root)})
+    ids = [str(good[0].id), str(broken.id), str(good[1].id)]
+    job = wait_terminal(start("thumbnails", user, document_ids=ids, sizes=[150, 300]), timeout=60)
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.progress_data["message"] == "3 of 3 documents"
+    assert job.result["completed"] == 2 and job.result["failed"] == 1
+    assert "cannot be read" in job.result["errors"][str(broken.id)]
+    assert Job.objects.get(parent=job, arguments__document_id=str(broken.id)).attempts == 1
+    for document in good:
+        assert document.thumbnail_sizes() == [150, 300]
+
+
+@pytest.mark.slow
+def test_an_upload_gets_its_thumbnails_in_the_background(pools, user_api, media_root):
+    pools("thumbnails", threads=2, env={"MEDIA_ROOT": str(media_root)})
+    data = pdfs.text_pdf_bytes(["hello thumbnails"])
+    response = user_api.post("/api/documents", {"file": SimpleUploadedFile("a.pdf", data)}, format="multipart")
+    assert response.status_code == 201
+    wait_status(Job.objects.get(type="thumbnails"), JobStatus.COMPLETED, timeout=60)
+    detail = user_api.get(f"/api/documents/{response.json()['id']}").json()
+    assert sorted(detail["thumbnails"], key=int) == ["150", "300", "600"]
+    image = user_api.get(f"/api/documents/{response.json()['id']}/thumbnails/600")
+    assert image.status_code == 200 and image["Content-Type"] == "image/png"
