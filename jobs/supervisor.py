@@ -437,7 +437,9 @@ def pool_spec(
         "--queues",
         policy.name,
         "--worker-shutdown-timeout",
-        str(int(shutdown_grace_s * 1000)),
+        # Past the grace period the watchdog interrupts running jobs and the
+        # mirror requeues them: Dramatiq must still be waiting then.
+        str(int((shutdown_grace_s + 10) * 1000)),
     ]
     env = {"dramatiq_queue_prefetch": str(policy.threads), **(extra_env or {})}
     return ChildSpec(
@@ -445,7 +447,8 @@ def pool_spec(
         argv=argv,
         env=env,
         nice=nice,
-        db_connections=policy.processes * policy.threads,
+        # Each worker thread, plus the state writer and the watchdog of each process.
+        db_connections=policy.processes * (policy.threads + 2),
     )
 
 
