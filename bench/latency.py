@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # not bench/: bench/email.py would shadow the standard library
@@ -98,7 +99,7 @@ def conveyor(jobs: int) -> list[float]:
         env,
     )
     time.sleep(6)
-    ids = []
+    ids: list[Any] = []
     for _ in range(jobs):
         _pause()
         with transaction.atomic():

@@ -109,6 +109,8 @@ JOBS_RECONCILE_INTERVAL_S = env_float("JOBS_RECONCILE_INTERVAL_S", 10.0)
 JOBS_DELAY_HORIZON_S = env_float("JOBS_DELAY_HORIZON_S", 60.0)
 JOBS_PROGRESS_MIN_INTERVAL_S = env_float("JOBS_PROGRESS_MIN_INTERVAL_S", 0.5)
 JOBS_WATCHDOG_INTERVAL_S = env_float("JOBS_WATCHDOG_INTERVAL_S", 0.5)
+# GIL switch interval inside worker processes (Python's default is 0.005).
+WORKER_GIL_SWITCH_INTERVAL_S = env_float("WORKER_GIL_SWITCH_INTERVAL_S", 0.0005)
 JOBS_IDEMPOTENCY_TTL_S = env_int("JOBS_IDEMPOTENCY_TTL_S", 24 * 3600)
 JOBS_ERROR_MAX_CHARS = env_int("JOBS_ERROR_MAX_CHARS", 2_000)
 JOBS_TRACEBACK_MAX_CHARS = env_int("JOBS_TRACEBACK_MAX_CHARS", 20_000)
@@ -166,6 +168,38 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "conveyor@localhost")
+
+# --- exports ---
+# Peak resident memory (MB) of the process writing one export; over it the export fails.
+EXPORT_MEMORY_CEILING_MB = env_int("EXPORT_MEMORY_CEILING_MB", 256)
+# Days a finished export's file is kept before the monthly cleanup deletes it.
+EXPORT_EXPIRY_DAYS = env_int("EXPORT_EXPIRY_DAYS", 7)
+# Rows read per round trip when rows are not streamed by COPY (Excel, SQLite).
+EXPORT_CHUNK_ROWS = env_int("EXPORT_CHUNK_ROWS", 1000)
+
+# --- campaigns ---------------------------------------------------------------
+# The provider's limit: at most this many emails in any window of
+# EMAIL_RATE_LIMIT_WINDOW_S seconds, across every worker (0 turns it off).
+EMAIL_RATE_LIMIT_PER_MINUTE = env_int("EMAIL_RATE_LIMIT_PER_MINUTE", 100)
+EMAIL_RATE_LIMIT_WINDOW_S = env_float("EMAIL_RATE_LIMIT_WINDOW_S", 60.0)
+# Added to the window kept in Redis: covers the time between a permit and the
+# server receiving the message, so the provider never counts more than the limit.
+EMAIL_RATE_LIMIT_GUARD_S = env_float("EMAIL_RATE_LIMIT_GUARD_S", 1.0)
+# A batch waits in its thread for a permit this long at most; longer, it is rescheduled.
+EMAIL_RATE_LIMIT_MAX_WAIT_S = env_float("EMAIL_RATE_LIMIT_MAX_WAIT_S", 2.0)
+EMAIL_RATE_LIMIT_REDIS_URL = env_str("EMAIL_RATE_LIMIT_REDIS_URL", "")
+# SMTP connections open at once across every worker, and their lease.
+EMAIL_MAX_CONNECTIONS = env_int("EMAIL_MAX_CONNECTIONS", 5)
+EMAIL_CONNECTION_LEASE_S = env_float("EMAIL_CONNECTION_LEASE_S", 60.0)
+EMAIL_CONNECTION_RETRY_S = env_float("EMAIL_CONNECTION_RETRY_S", 2.0)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+EMAIL_BATCH_SIZE = env_int("EMAIL_BATCH_SIZE", 50)
+EMAIL_MAX_ATTEMPTS_PER_RECIPIENT = env_int("EMAIL_MAX_ATTEMPTS_PER_RECIPIENT", 3)
+# After a 4xx answer, the batch tries those recipients again this much later.
+EMAIL_TEMPORARY_RETRY_DELAY_S = env_float("EMAIL_TEMPORARY_RETRY_DELAY_S", 60.0)
+EMAIL_PROGRESS_INTERVAL_S = env_float("EMAIL_PROGRESS_INTERVAL_S", 0.5)
+# The daily digest goes to users who logged in or started a job within this many days.
+DIGEST_ACTIVE_DAYS = env_int("DIGEST_ACTIVE_DAYS", 30)
 
 # --- documents ---
 # Uploads over this size are refused with 413.

@@ -190,8 +190,51 @@ class ConveyorRedisBroker(RedisBroker):
         return int(self.client.llen(self.queue_key(queue_name)))
 
 
+class AckGate:
+    """Holds back a message's acknowledgement until its job's final state is committed.
+
+    The job mirror opens a gate when it hands a completion to the state
+    writer without waiting; the consumer frees the worker slot at once but
+    acknowledges the message to Redis only once the gate opens. A crash in
+    between redelivers the message, and the redelivered copy is skipped if
+    the completion had committed.
+    """
+
+    _gates: dict[str, AckGate] = {}
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._consumer: _ConveyorConsumer | None = None
+
+    @classmethod
+    def hold(cls, message_id: str) -> AckGate:
+        gate = cls()
+        with cls._lock:
+            cls._gates[message_id] = gate
+        return gate
+
+    @classmethod
+    def take(cls, message_id: str) -> AckGate | None:
+        with cls._lock:
+            return cls._gates.pop(message_id, None)
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def open(self) -> None:
+        self._open.set()
+        consumer = self._consumer
+        if consumer is not None:
+            consumer._slot_freed.set()  # wake it to send the acknowledgement
+
+    def wait(self, timeout: float) -> bool:
+        return self._open.wait(timeout)
+
+
 class _ConveyorConsumer(_RedisConsumer):
-    """A consumer that blocks instead of polling and heartbeats while busy."""
+    """A consumer that blocks instead of polling, heartbeats while busy, and acks after commit."""
 
     broker: ConveyorRedisBroker
 
@@ -200,12 +243,45 @@ class _ConveyorConsumer(_RedisConsumer):
         self._slot_freed = threading.Event()
         self._last_heartbeat = 0.0
         self._last_maintenance = time.monotonic()
+        self._held: list[tuple[MessageProxy, AckGate]] = []
+        self._held_lock = threading.Lock()
 
     def ack(self, message: MessageProxy) -> None:
+        gate = AckGate.take(message.message_id)
+        if gate is not None and not gate.is_open:
+            # Free the slot now; acknowledge once the job's state is committed.
+            with self._held_lock:
+                gate._consumer = self
+                self._held.append((message, gate))
+            self.queued_message_ids.discard(message.message_id)
+            self._slot_freed.set()
+            return
         try:
             super().ack(message)
         finally:
             self._slot_freed.set()
+
+    def _ack_released(self, wait_s: float = 0.0) -> None:
+        """Acknowledge held messages whose gate has opened (waiting up to ``wait_s`` for all)."""
+        with self._held_lock:
+            held, self._held = self._held, []
+        still_held = []
+        deadline = time.monotonic() + wait_s
+        for message, gate in held:
+            if gate.is_open or gate.wait(max(0.0, deadline - time.monotonic())):
+                self.broker.do_ack(self.queue_name, message.options["redis_message_id"])
+            else:
+                still_held.append((message, gate))
+        if still_held:
+            with self._held_lock:
+                self._held.extend(still_held)
+
+    def close(self) -> None:
+        try:
+            self._ack_released(wait_s=10.0)
+        except redis.ConnectionError:
+            pass
+        super().close()
 
     def nack(self, message: MessageProxy) -> None:
         try:
@@ -224,6 +300,8 @@ class _ConveyorConsumer(_RedisConsumer):
 
     def __next__(self) -> MessageProxy | None:
         try:
+            if self._held:
+                self._ack_released()
             while True:
                 if self.message_cache:
                     data = self.message_cache.pop(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -213,6 +214,21 @@ class Job(models.Model):
     ) -> bool:
         """Finish a run; ``progress_data`` carries a last progress report that was not written yet."""
         return bool(state_writer.write(Completion(job_id, worker_id, result, progress_data)))
+
+    @classmethod
+    def mark_completed_later(
+        cls,
+        job_id: str,
+        worker_id: str,
+        result: Any,
+        progress_data: dict[str, Any] | None,
+        *,
+        on_committed: Callable[[], None],
+    ) -> None:
+        """``mark_completed`` without waiting: ``on_committed`` runs once it is durable (or failed)."""
+        state_writer.write_later(
+            Completion(job_id, worker_id, result, progress_data), lambda _result, _error: on_committed()
+        )
 
     @classmethod
     def mark_retrying(

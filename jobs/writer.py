@@ -4,10 +4,13 @@ Every job makes two state writes (claim, completion). Done one transaction
 each, a worker pays one WAL flush per write: measured here, eight threads
 committing single-row updates reached ~2,200 commits/s in all, which capped
 the whole system near 1,000 jobs/s. Inside a worker process, those writes go
-to one writer thread that runs whatever has queued up in a single
-transaction: under load, one flush covers many jobs; when idle, a write goes
-out at once (there is no batching delay). Callers still wait for their own
-write to commit, so nothing is acknowledged before its state is durable.
+to one writer thread that sends whatever has queued up as one statement
+(``jobs.hot_writes``): under load, one flush covers many jobs; when idle, a
+write goes out at once (there is no batching delay). A claim's caller waits
+for it to commit. A completion's caller does not: the worker thread moves on
+to its next message, and the message's acknowledgement to Redis waits for
+the commit instead (``jobs.broker.AckGate``), so nothing is acknowledged
+before its state is durable.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.db import close_old_connections, transaction
@@ -27,11 +31,15 @@ logger = logging.getLogger(__name__)
 _MAX_BATCH = 256
 
 
-class _Item:
-    __slots__ = ("done", "error", "result", "write")
+Callback = Callable[[Any, BaseException | None], None]
 
-    def __init__(self, write: Write) -> None:
+
+class _Item:
+    __slots__ = ("callback", "done", "error", "result", "write")
+
+    def __init__(self, write: Write, callback: Callback | None = None) -> None:
         self.write = write
+        self.callback = callback
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -69,6 +77,18 @@ class StateWriter:
         if item.error is not None:
             raise item.error
         return item.result  # type: ignore[no-any-return]
+
+    def write_later(self, write: Write, callback: Callback) -> None:
+        """Queue a write without waiting; ``callback(result, error)`` runs once it is committed."""
+        if not self.running or threading.current_thread() is self._thread:
+            try:
+                result = apply([write])[0]
+            except Exception as exc:
+                callback(None, exc)
+                return
+            callback(result, None)
+            return
+        self._queue.put(_Item(write, callback))
 
     def _run(self) -> None:
         while True:
@@ -110,6 +130,11 @@ class StateWriter:
         finally:
             for item in batch:
                 item.done.set()
+                if item.callback is not None:
+                    try:
+                        item.callback(item.result, item.error)
+                    except Exception:
+                        logger.exception("A job write's callback failed")
 
 
 #: The worker process's writer; started by the job mirror at worker boot.

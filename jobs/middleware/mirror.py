@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import traceback
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq.middleware.shutdown import Shutdown
 
+from jobs.broker import AckGate
 from jobs.context import RunningJob, current_job, set_current_job
 from jobs.exceptions import JobCancelled, JobTimedOut, Reschedule
 from jobs.fanout import AwaitChildren, child_finished, start_children
@@ -69,8 +71,14 @@ class JobMirror(Middleware):
         self._local = threading.local()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from django.conf import settings
+
         from jobs.writer import state_writer
 
+        # A worker's threads mostly wait on Redis and PostgreSQL; with the
+        # default 5 ms GIL switch interval each reply can wait that long for
+        # the GIL while another thread computes, which set the pace here.
+        sys.setswitchinterval(settings.WORKER_GIL_SWITCH_INTERVAL_S)
         state_writer.start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -173,8 +181,15 @@ class JobMirror(Middleware):
                     child_finished(job_id)  # nothing to wait for: finish through the type's hook now
             return
         if exception is None:
-            if Job.mark_completed(job_id, me, _jsonable(result), running.pending_progress):
-                self._tell_parent(running)
+            if running.parent_id:
+                if Job.mark_completed(job_id, me, _jsonable(result), running.pending_progress):
+                    self._tell_parent(running)
+                return
+            # The thread moves on at once; the ack to Redis waits for the commit.
+            gate = AckGate.hold(job_id)
+            Job.mark_completed_later(
+                job_id, me, _jsonable(result), running.pending_progress, on_committed=gate.open
+            )
             return
         if isinstance(exception, JobCancelled):
             if Job.mark_cancelled(job_id, running.stop_reason or "cancelled while running"):
