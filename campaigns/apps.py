@@ -6,3 +6,7 @@ from django.apps import AppConfig
 class CampaignsConfig(AppConfig):
     name = "campaigns"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers email-batch and email-digest with the job platform.
+        from campaigns import job_types  # noqa: F401

@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("jobs.api.urls")),
     path("api/", include("documents.api.urls")),
+    path("api/", include("campaigns.api.urls")),
 ]
 
 handler404 = "jobs.api.errors.not_found"

@@ -27,3 +27,13 @@ class DocumentFactory(factory.django.DjangoModelFactory):
     size = factory.LazyAttribute(lambda document: document.file.size)
     sha256 = "0" * 64
     page_count = 1
+
+
+class EmailTemplateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.EmailTemplate"
+
+    name = factory.Sequence(lambda n: f"template {n}")
+    subject = "Hello {{ user.username }}"
+    body_text = "Dear {{ user.username }}, news from {{ campaign.name }}."
+    body_html = "<p>Dear {{ user.username }}</p>"

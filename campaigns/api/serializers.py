@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from campaigns.models import Campaign, EmailTemplate
+from campaigns.rendering import TemplateInvalid, check_template
+
+
+class EmailTemplateSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = EmailTemplate
+        fields = ["id", "name", "subject", "body_text", "body_html", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Reject a template that does not compile or render, naming the field and the error."""
+        current = self.instance
+        parts = {
+            name: attrs.get(name, getattr(current, name, "") if current is not None else "")
+            for name in ("subject", "body_text", "body_html")
+        }
+        request = self.context.get("request")
+        sample = {
+            "user": getattr(request, "user", None),
+            "campaign": Campaign(name="Preview"),
+        }
+        try:
+            check_template(parts["subject"], parts["body_text"], parts["body_html"] or "", sample)
+        except TemplateInvalid as exc:
+            raise serializers.ValidationError(exc.errors) from exc
+        return attrs

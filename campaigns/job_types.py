@@ -1,0 +1,100 @@
+"""The campaign job types: ``email-batch`` (staff) and ``email-digest`` (the scheduler's)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, ValidationError
+
+from campaigns.models import EmailTemplate
+from campaigns.services import (
+    BATCH_ACTOR,
+    CAMPAIGN_ACTOR,
+    EMAIL_BATCH,
+    EMAIL_QUEUE,
+    close_campaign_of_job,
+    create_campaign_for_users,
+    expected_duration_s,
+    link_job,
+    reachable_users,
+)
+from jobs.registry import JobPlan, JobType, register_job_type
+
+MAX_RECIPIENTS = 100_000
+
+
+class EmailBatchSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    user_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), allow_empty=False, max_length=MAX_RECIPIENTS
+    )
+    template_id = serializers.IntegerField(min_value=1)
+    schedule_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+
+
+def plan_email_batch(user: Any, data: dict[str, Any]) -> JobPlan:
+    template = EmailTemplate.objects.filter(pk=data["template_id"]).first()
+    if template is None:
+        raise NotFound(f"no email template {data['template_id']}")
+    wanted = set(data["user_ids"])
+    reachable = set(reachable_users().filter(id__in=wanted).values_list("id", flat=True))
+    if not reachable:
+        raise ValidationError({"user_ids": ["none of these users is active with an email address"]})
+    campaign = create_campaign_for_users(
+        owner=user,
+        template=template,
+        user_ids=sorted(reachable),
+        schedule_at=data["schedule_at"],
+        name=data["name"],
+    )
+    return JobPlan(
+        arguments={"campaign_id": campaign.pk},
+        schedule_at=data["schedule_at"],
+        estimated_duration_s=expected_duration_s(campaign.total),
+        on_created=lambda job: link_job(campaign, job),
+    )
+
+
+EMAIL_BATCH_TYPE = register_job_type(
+    JobType(
+        name=EMAIL_BATCH,
+        queue=EMAIL_QUEUE,
+        actor=CAMPAIGN_ACTOR,
+        serializer=EmailBatchSerializer,
+        description=(
+            "Emails a template to users as a campaign: batches of 50 at the provider's rate limit, "
+            "each recipient tracked and sent once."
+        ),
+        default_duration_s=60.0,
+        staff_only=True,
+        plan=plan_email_batch,
+        on_children_done=close_campaign_of_job,
+    )
+)
+
+
+class DigestSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    day = serializers.DateField(required=False, allow_null=True, default=None)
+
+
+def plan_digest(user: Any, data: dict[str, Any]) -> JobPlan:
+    day = data.get("day")
+    return JobPlan(arguments={"day": day.isoformat() if day else ""})
+
+
+EMAIL_DIGEST_TYPE = register_job_type(
+    JobType(
+        name="email-digest",
+        queue=EMAIL_QUEUE,
+        actor="send_daily_digest",
+        serializer=DigestSerializer,
+        description="Emails each active user a summary of their last day, if they have one (08:00 UTC).",
+        default_duration_s=60.0,
+        staff_only=True,
+        plan=plan_digest,
+        on_children_done=close_campaign_of_job,
+    )
+)
+
+__all__ = ["BATCH_ACTOR", "EMAIL_BATCH_TYPE", "EMAIL_DIGEST_TYPE"]

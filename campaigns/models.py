@@ -1,0 +1,147 @@
+"""Email templates, campaigns and one delivery row per recipient.
+
+A ``Delivery`` is the unit of exactly-once sending. Its states::
+
+    pending ──claim──► sending ──accepted──► sent
+       ▲                 │ └──── 5xx ──────► bounced
+       │                 │ └──── invalid ──► failed
+       └── 4xx / drop ───┘      (attempts left; else failed)
+
+``pending → sending`` is a conditional UPDATE that names the batch job
+claiming the row, so two batches can never both send it; ``sending → sent``
+is written right after the SMTP server accepted the message. A ``sending``
+row is therefore the one message a crash may leave in doubt (see
+``campaigns.services.sending``).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.db.models import Count
+from django.utils import timezone
+
+
+class EmailTemplate(models.Model):
+    """Subject and bodies as Django templates, rendered with ``user`` and ``campaign``."""
+
+    name = models.CharField(max_length=200, unique=True)
+    subject = models.CharField(max_length=255)
+    body_text = models.TextField()
+    body_html = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CampaignStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    SCHEDULED = "scheduled", "Scheduled"
+    SENDING = "sending", "Sending"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Audience(models.TextChoices):
+    SELECTED = "selected", "Selected users"
+    GROUP = "group", "A group"
+    ALL_ACTIVE = "all-active", "All active users"
+
+
+class Campaign(models.Model):
+    """One blast of a template to an audience; its counts mirror its Delivery rows."""
+
+    name = models.CharField(max_length=200)
+    template = models.ForeignKey(EmailTemplate, on_delete=models.PROTECT, related_name="campaigns")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_campaigns",
+    )
+    status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
+    audience = models.CharField(max_length=16, choices=Audience.choices, default=Audience.SELECTED)
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    selected_users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
+    scheduled_at = models.DateTimeField(null=True, blank=True, help_text="Empty: send when launched.")
+    #: A natural key for campaigns made by the system (the daily digest of a day).
+    key = models.CharField(max_length=64, null=True, blank=True, unique=True)  # noqa: DJ001
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    total = models.PositiveIntegerField(default=0)
+    sent = models.PositiveIntegerField(default=0)
+    bounced = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def refresh_counts(self) -> dict[str, int]:
+        """Recount from the Delivery rows and store the counts; returns them."""
+        by_status = dict(
+            Delivery.objects.filter(campaign_id=self.pk).values_list("status").annotate(n=Count("id")).order_by()
+        )
+        counts = {
+            "total": sum(by_status.values()),
+            "sent": by_status.get(DeliveryStatus.SENT, 0),
+            "bounced": by_status.get(DeliveryStatus.BOUNCED, 0),
+            "failed": by_status.get(DeliveryStatus.FAILED, 0),
+        }
+        Campaign.objects.filter(pk=self.pk).update(**counts)
+        for name, value in counts.items():
+            setattr(self, name, value)
+        return counts
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    BOUNCED = "bounced", "Bounced"
+    FAILED = "failed", "Failed"
+
+
+#: A delivery in one of these states is never sent again.
+FINAL_DELIVERY_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.FAILED)
+
+
+class Delivery(models.Model):
+    """One recipient of one campaign."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="deliveries")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    email = models.EmailField(max_length=254)
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    smtp_response = models.TextField(blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    #: The batch job that holds this row in ``sending`` (its job id), or "".
+    claimed_by = models.CharField(max_length=64, blank=True, default="")
+    #: Extra template context for this recipient (the daily digest's summary).
+    context = models.JSONField(default=dict, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "user"], name="delivery_unique_campaign_user"),
+        ]
+        indexes = [models.Index(fields=["campaign", "status"], name="delivery_campaign_status")]
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.status})"

@@ -1,0 +1,111 @@
+"""The campaign API: templates, and starting an email-batch job."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from campaigns.models import Campaign, CampaignStatus, Delivery, EmailTemplate
+from jobs.models import Job, JobStatus
+from tests.campaigns.helpers import users
+from tests.factories import EmailTemplateFactory
+
+TEMPLATE = {"name": "welcome", "subject": "Hi {{ user.username }}", "body_text": "Hello", "body_html": ""}
+
+
+def test_staff_create_list_and_update_email_templates(staff_api):
+    created = staff_api.post("/api/email-templates", TEMPLATE, format="json")
+    assert created.status_code == 201, created.content
+    template_id = created.json()["id"]
+    listed = staff_api.get("/api/email-templates").json()
+    assert [item["name"] for item in listed["results"]] == ["welcome"]
+    updated = staff_api.patch(f"/api/email-templates/{template_id}", {"subject": "Bye"}, format="json")
+    assert updated.status_code == 200
+    assert EmailTemplate.objects.get(pk=template_id).subject == "Bye"
+
+
+def test_template_that_does_not_compile_is_rejected_with_the_template_error(staff_api):
+    response = staff_api.post("/api/email-templates", {**TEMPLATE, "body_text": "{% for x in %}"}, format="json")
+    assert response.status_code == 400
+    error = response.json()["errors"]["body_text"][0]
+    assert "TemplateSyntaxError" in error
+    assert not EmailTemplate.objects.exists()
+
+
+def test_template_whose_filter_fails_when_rendered_is_rejected(staff_api):
+    response = staff_api.post(
+        "/api/email-templates", {**TEMPLATE, "subject": "{{ user.username|date:'Y'|divisibleby:0 }}"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "subject" in response.json()["errors"]
+
+
+def test_update_that_breaks_a_template_is_rejected(staff_api):
+    template = EmailTemplateFactory()
+    response = staff_api.patch(f"/api/email-templates/{template.pk}", {"body_html": "{% endif %}"}, format="json")
+    assert response.status_code == 400
+    assert "body_html" in response.json()["errors"]
+
+
+def test_templates_are_for_staff_only(user_api):
+    assert user_api.get("/api/email-templates").status_code == 403
+    assert user_api.post("/api/email-templates", TEMPLATE, format="json").status_code == 403
+
+
+def test_email_batch_answers_202_with_the_campaigns_parent_job(staff_api):
+    # Given three users, one of them inactive
+    a, b = users(2)
+    [inactive] = users(1, is_active=False)
+    template = EmailTemplateFactory()
+    # When staff post an email-batch
+    response = staff_api.post(
+        "/api/jobs/email-batch",
+        {"user_ids": [a.pk, b.pk, inactive.pk], "template_id": template.pk},
+        format="json",
+    )
+    # Then a campaign with one pending delivery per reachable user is linked to the queued job
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(id=response.json()["job_id"])
+    assert (job.type, job.queue, job.status) == ("email-batch", "email-sender", JobStatus.QUEUED)
+    campaign = Campaign.objects.get(job=job)
+    assert job.arguments == {"campaign_id": campaign.pk}
+    assert campaign.total == 2 and campaign.status == CampaignStatus.SCHEDULED
+    assert set(Delivery.objects.filter(campaign=campaign).values_list("user_id", flat=True)) == {a.pk, b.pk}
+
+
+def test_email_batch_scheduled_beyond_a_week_waits_in_the_database(staff_api):
+    [a] = users(1)
+    when = timezone.now() + timedelta(days=10)
+    response = staff_api.post(
+        "/api/jobs/email-batch",
+        {"user_ids": [a.pk], "template_id": EmailTemplateFactory().pk, "schedule_at": when.isoformat()},
+        format="json",
+    )
+    assert response.status_code == 202
+    job = Job.objects.get(id=response.json()["job_id"])
+    assert job.status == JobStatus.SCHEDULED
+    assert abs((job.scheduled_for - when).total_seconds()) < 1
+
+
+def test_email_batch_with_an_unknown_template_is_404(staff_api):
+    [a] = users(1)
+    response = staff_api.post("/api/jobs/email-batch", {"user_ids": [a.pk], "template_id": 999}, format="json")
+    assert response.status_code == 404
+    assert not Campaign.objects.exists() and not Job.objects.exists()
+
+
+def test_email_batch_to_nobody_reachable_names_the_field(staff_api):
+    [inactive] = users(1, is_active=False)
+    response = staff_api.post(
+        "/api/jobs/email-batch",
+        {"user_ids": [inactive.pk], "template_id": EmailTemplateFactory().pk},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "user_ids" in response.json()["errors"]
+
+
+def test_email_batch_is_for_staff_only(user_api):
+    response = user_api.post("/api/jobs/email-batch", {"user_ids": [1], "template_id": 1}, format="json")
+    assert response.status_code == 403
