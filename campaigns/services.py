@@ -23,6 +23,7 @@ from campaigns.models import (
     DeliveryStatus,
     EmailTemplate,
 )
+from jobs.fanout import set_parent_progress
 from jobs.models import Job
 from jobs.services import build_job, create_jobs
 
@@ -196,7 +197,5 @@ def close_campaign_of_job(parent: Job, summary: dict[str, int]) -> dict[str, Any
         raise CampaignNotFound(f"no campaign for job {parent.pk}")
     result = finish_campaign(campaign.pk)
     result["batches"] = summary
-    # The fan-out wrote "k of n batches"; the campaign's own words are the last ones.
-    data = {**(parent.progress_data or {}), **result, "message": progress_message(result)}
-    Job.objects.filter(id=parent.pk).update(progress_data=data, updated_at=timezone.now())
+    set_parent_progress(str(parent.pk), campaign_percent(result), progress_message(result), **result)
     return result

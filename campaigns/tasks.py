@@ -27,7 +27,7 @@ def _fan_out_batches(plan: services.SendingPlan) -> AwaitChildren | dict[str, An
         )
         for batch in plan.batches
     ]
-    return fan_out(children, unit="batches", data={"campaign_id": plan.campaign_id})
+    return fan_out(children, unit="batches", data={"campaign_id": plan.campaign_id}, own_progress=True)
 
 
 def send_campaign(campaign_id: int) -> AwaitChildren | dict[str, Any]:

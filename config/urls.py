@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/", include("jobs.api.urls")),
     path("api/", include("documents.api.urls")),
     path("api/", include("campaigns.api.urls")),
+    path("api/", include("exports.api.urls")),
 ]
 
 handler404 = "jobs.api.errors.not_found"

@@ -35,7 +35,7 @@ from documents.exceptions import (
 from documents.models import Document, DocumentPage, DocumentStatus, PageSource, PageStatus
 from jobs.context import current_job
 from jobs.exceptions import JobCancelled, PermanentJobError
-from jobs.fanout import AwaitChildren, ChildJob, fan_out, report_parent_progress
+from jobs.fanout import AwaitChildren, ChildJob, fan_out, report_parent_progress, set_parent_progress
 from jobs.isolation import ChildProcessFailed
 from jobs.models import ACTIVE_STATUSES, Job, JobPriority, JobStatus
 from jobs.progress import progress
@@ -258,6 +258,7 @@ def start_document_ocr(document_id: str) -> AwaitChildren | dict[str, Any]:
         unit="page ranges",
         progress_range=(PAGES_START, PAGES_END),
         data={**data, "message": message},
+        own_progress=True,
     )
 
 
@@ -314,11 +315,7 @@ def finish_document_ocr(document_id: str, *, started_at: Any, parent: Job | None
 
 
 def _parent_stage(parent: Job, percent: int, message: str, data: dict[str, Any]) -> None:
-    # The platform writes a parent's progress only while it awaits its children;
-    # while finalising it has no door for it, so the stage is written here.
-    Job.objects.filter(id=parent.id, status=JobStatus.ACTIVE).update(
-        progress=percent, progress_data={**data, "message": message}, updated_at=timezone.now()
-    )
+    set_parent_progress(str(parent.id), percent, message, **data)
 
 
 def on_ocr_children_done(parent: Job, summary: dict[str, int]) -> dict[str, Any]:

@@ -5,4 +5,9 @@ from django.apps import AppConfig
 
 class ExportsConfig(AppConfig):
     name = "exports"
+    verbose_name = "Exports"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the csv-export and weekly-job-metrics job types.
+        from exports import job_types  # noqa: F401

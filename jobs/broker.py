@@ -321,9 +321,7 @@ class _ConveyorConsumer(_RedisConsumer):
                     # Idle: sleep until an enqueue announces a message (or the
                     # timeout passes, so the worker can look at its delay queue).
                     try:
-                        self.broker.client.blpop(
-                            [self.broker.wake_key(self.queue_name)], timeout=self.timeout / 1000
-                        )
+                        self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=self.timeout / 1000)
                     except redis.TimeoutError:
                         pass  # the client's socket timeout fired first: same as an idle timeout
                     return None

@@ -66,8 +66,16 @@ def fan_out(
     unit: str = "jobs",
     progress_range: tuple[int, int] = (0, 100),
     data: dict[str, Any] | None = None,
+    own_progress: bool = False,
 ) -> AwaitChildren:
-    """Create the current job's children (sent when the parent waits) and return the marker."""
+    """Create the current job's children (sent when the parent waits) and return the marker.
+
+    By default each finishing child moves the parent's progress and message
+    ("3 of 10 documents"). With ``own_progress`` the domain reports the
+    parent's progress itself (``report_parent_progress`` from the children,
+    ``set_parent_progress`` from the hook) and the platform keeps its
+    counters under ``data["fanout"]`` only.
+    """
     from jobs.models import Job
     from jobs.services import build_job
 
@@ -92,14 +100,10 @@ def fan_out(
     Job.objects.bulk_create(rows, batch_size=500)
     low, high = progress_range
     total = len(rows)
-    state = {
-        **(data or {}),
-        FANOUT_KEY: {"unit": unit, "low": low, "high": high},
-        "done": 0,
-        "total": total,
-        "failed": 0,
-        "message": f"0 of {total} {unit}",
-    }
+    spec = {"unit": unit, "low": low, "high": high, "own_progress": own_progress, "done": 0, "total": total}
+    state: dict[str, Any] = {**(data or {}), FANOUT_KEY: spec}
+    if not own_progress:
+        state.update(done=0, total=total, failed=0, message=f"0 of {total} {unit}")
     return AwaitChildren(child_ids=[str(row.id) for row in rows], data=state, jobs=rows)
 
 
@@ -119,6 +123,19 @@ def report_parent_progress(percent: float, message: str = "", **data: Any) -> No
     Job.record_parent_progress(running.parent_id, int(percent), merged)
 
 
+def set_parent_progress(parent_id: str, percent: float, message: str = "", **data: Any) -> None:
+    """From an ``on_children_done`` hook: the parent's last words before it completes."""
+    from jobs.models import Job
+
+    parent = Job.objects.filter(id=parent_id).values("progress_data").first()
+    if parent is None:
+        return
+    merged = {**parent["progress_data"], **data}
+    if message:
+        merged["message"] = message
+    Job.record_parent_progress(parent_id, int(percent), merged)
+
+
 def child_finished(parent_id: str) -> None:
     """Called after a child reached a final state: move the parent on, finish it if last."""
     from jobs.models import TERMINAL_STATUSES, Job, JobStatus
@@ -132,9 +149,14 @@ def child_finished(parent_id: str) -> None:
     if parent is None:
         return
     state = dict(parent["progress_data"] or {})
-    spec = state.get(FANOUT_KEY) or {"unit": "jobs", "low": 0, "high": 100}
+    spec = dict(state.get(FANOUT_KEY) or {"unit": "jobs", "low": 0, "high": 100})
+    spec.update(done=done, total=total, failed=failed)
+    state[FANOUT_KEY] = spec
     percent = spec["low"] + (spec["high"] - spec["low"]) * (done / total if total else 1)
-    state.update(done=done, total=total, failed=failed, message=f"{done} of {total} {spec['unit']}")
+    if spec.get("own_progress"):
+        percent = 0  # the domain reports the percentage; progress never goes back
+    else:
+        state.update(done=done, total=total, failed=failed, message=f"{done} of {total} {spec['unit']}")
     Job.record_parent_progress(parent_id, int(percent), state)
     if done == total and Job.claim_finalization(parent_id):
         _finalize(parent_id, parent["type"], counts)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import psutil
 
 from jobs.context import current_job
-from jobs.exceptions import JobCancelled, JobError, JobTimedOut
+from jobs.exceptions import JobCancelled, JobError, JobTimedOut, PermanentJobError
 from jobs.middleware.watchdog import register_child, unregister_child
 
 T = TypeVar("T")
@@ -33,6 +33,10 @@ T = TypeVar("T")
 
 class ChildProcessFailed(JobError):
     """A child process exited with an error, was killed by a limit, or died."""
+
+
+class ChildFailedPermanently(ChildProcessFailed, PermanentJobError):
+    """The function run in a child raised a PermanentJobError: not retried either."""
 
 
 def _limits(memory_limit_mb: int | None, cpu_limit_s: int | None) -> Callable[[], None]:
@@ -130,8 +134,11 @@ def _child_main(
     except MemoryError:
         conn.send((False, f"ran out of memory (limit {memory_limit_mb} MB)"))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent as text
-        lines = traceback.format_exception(exc)
-        conn.send((False, f"{type(exc).__name__}: {exc}\n{''.join(lines[-6:])}"))
+        if isinstance(exc, PermanentJobError):
+            conn.send((False, f"{type(exc).__name__}: {exc}", True))
+        else:
+            lines = traceback.format_exception(exc)
+            conn.send((False, f"{type(exc).__name__}: {exc}\n{''.join(lines[-6:])}", False))
     finally:
         conn.close()
 
@@ -225,5 +232,7 @@ def run_in_child(
         raise ChildProcessFailed(f"child process {how} before answering")
     ok, value = outcome[0], outcome[1]
     if not ok:
+        if len(outcome) > 2 and outcome[2]:
+            raise ChildFailedPermanently(str(value))
         raise ChildProcessFailed(str(value))
     return value  # type: ignore[no-any-return]

@@ -122,9 +122,7 @@ class Job(models.Model):
     traceback = models.TextField(blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
-    parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
-    )
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     worker_id = models.CharField(max_length=64, blank=True, default="")
     estimated_duration_s = models.FloatField(null=True, blank=True)
     # NULL, not "", when absent: the unique (owner, key) constraint must ignore jobs without a key.
@@ -231,9 +229,7 @@ class Job(models.Model):
         )
 
     @classmethod
-    def mark_retrying(
-        cls, job_id: str, worker_id: str, error: str, tb: str, next_attempt_at: datetime
-    ) -> bool:
+    def mark_retrying(cls, job_id: str, worker_id: str, error: str, tb: str, next_attempt_at: datetime) -> bool:
         now = timezone.now()
         with transaction.atomic():
             updated = cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
@@ -265,9 +261,7 @@ class Job(models.Model):
                 updated_at=now,
             )
             if updated:
-                JobAttempt.record(
-                    job_id, outcome=JobAttempt.Outcome.FAILED, worker_id=worker_id or "", error=error
-                )
+                JobAttempt.record(job_id, outcome=JobAttempt.Outcome.FAILED, worker_id=worker_id or "", error=error)
         return bool(updated)
 
     @classmethod
@@ -371,9 +365,7 @@ class Job(models.Model):
                 )
             )
         return bool(
-            query.update(
-                status=JobStatus.COMPLETED, progress=100, result=result, finished_at=now, updated_at=now
-            )
+            query.update(status=JobStatus.COMPLETED, progress=100, result=result, finished_at=now, updated_at=now)
         )
 
     @classmethod

@@ -38,6 +38,8 @@ class JobPlan:
     existing_job: Job | None = None
     #: Called with the new Job inside the same transaction, to link domain rows to it.
     on_created: Callable[[Job], None] | None = None
+    #: The job's ``data`` from the start (say, the id of the row it will produce).
+    initial_data: dict[str, Any] | None = None
 
 
 def default_plan(user: Any, data: dict[str, Any]) -> JobPlan:

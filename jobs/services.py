@@ -146,9 +146,7 @@ def send_jobs(jobs: Iterable[Job]) -> int:
     return sent
 
 
-def start_job(
-    job_type: JobType, user: Any, data: dict[str, Any], idempotency_key: str | None = None
-) -> EnqueueResult:
+def start_job(job_type: JobType, user: Any, data: dict[str, Any], idempotency_key: str | None = None) -> EnqueueResult:
     """Start a job of a registered type for a user, idempotently when a key is given."""
     if idempotency_key:
         existing = _idempotent_match(user, idempotency_key)
@@ -170,6 +168,8 @@ def start_job(
                 estimated_duration_s=plan.estimated_duration_s or estimate_duration_s(job_type.name),
                 idempotency_key=idempotency_key or None,
             )
+            if plan.initial_data:
+                job.progress_data = dict(plan.initial_data)
             create_jobs([job])
             if plan.on_created is not None:
                 plan.on_created(job)

@@ -44,6 +44,6 @@ def run_canary(queue: str, seconds: float = 0.0, steps: int = 1, fail: bool | st
 
 
 for _queue in queue_names():
-    globals()[canary_actor_name(_queue)] = dramatiq.actor(
-        actor_name=canary_actor_name(_queue), queue_name=_queue
-    )(run_canary)
+    globals()[canary_actor_name(_queue)] = dramatiq.actor(actor_name=canary_actor_name(_queue), queue_name=_queue)(
+        run_canary
+    )

@@ -81,6 +81,4 @@ class JobFilterSerializer(serializers.Serializer):  # type: ignore[type-arg]
     page = serializers.IntegerField(min_value=1, required=False)
 
     def filters(self) -> dict[str, Any]:
-        return {
-            key: value for key, value in self.validated_data.items() if key in ("status", "type", "queue")
-        }
+        return {key: value for key, value in self.validated_data.items() if key in ("status", "type", "queue")}

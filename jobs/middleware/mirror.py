@@ -101,11 +101,7 @@ class JobMirror(Middleware):
         claimed = Job.claim(job_id, expected, me)
         attempt = expected + 1
         if not claimed:
-            row = (
-                Job.objects.filter(id=job_id)
-                .values("status", "worker_id", "attempts", "max_attempts")
-                .first()
-            )
+            row = Job.objects.filter(id=job_id).values("status", "worker_id", "attempts", "max_attempts").first()
             reason = self._why_not(broker, row, me)
             if reason == "take-over" and row is not None:
                 if row["attempts"] >= row["max_attempts"]:
@@ -187,9 +183,7 @@ class JobMirror(Middleware):
                 return
             # The thread moves on at once; the ack to Redis waits for the commit.
             gate = AckGate.hold(job_id)
-            Job.mark_completed_later(
-                job_id, me, _jsonable(result), running.pending_progress, on_committed=gate.open
-            )
+            Job.mark_completed_later(job_id, me, _jsonable(result), running.pending_progress, on_committed=gate.open)
             return
         if isinstance(exception, JobCancelled):
             if Job.mark_cancelled(job_id, running.stop_reason or "cancelled while running"):
@@ -197,10 +191,7 @@ class JobMirror(Middleware):
             return
         if isinstance(exception, Reschedule):
             run_at = timezone.now() + timedelta(seconds=exception.delay_s)
-            if (
-                Job.reschedule(job_id, me, run_at, exception.reason)
-                and exception.delay_s <= DELAY_HORIZON_S()
-            ):
+            if Job.reschedule(job_id, me, run_at, exception.reason) and exception.delay_s <= DELAY_HORIZON_S():
                 # Further ahead than the horizon, the reconciler sends it when due.
                 attempt = int(getattr(self._local, "attempt", 1)) - 1
                 self._send_again(broker, message, attempt=attempt, delay=int(exception.delay_s * 1000))
@@ -266,15 +257,11 @@ class JobMirror(Middleware):
         )
 
     @staticmethod
-    def _send_again(
-        broker: dramatiq.Broker, message: MessageProxy, *, attempt: int, delay: int | None
-    ) -> None:
+    def _send_again(broker: dramatiq.Broker, message: MessageProxy, *, attempt: int, delay: int | None) -> None:
         again = message._message.copy(queue_name=q_name(message.queue_name), options={ATTEMPT: attempt})
         again.options.pop("eta", None)
         try:
             broker.enqueue(again, delay=delay)
         except Exception:
             # Redis is away: the reconciler sends it once Redis is back.
-            logger.warning(
-                "Could not send job %s again; the reconciler will", message.message_id, exc_info=True
-            )
+            logger.warning("Could not send job %s again; the reconciler will", message.message_id, exc_info=True)

@@ -138,9 +138,7 @@ class JobWatchdog(Middleware):
         close_old_connections()
         cancelled = {
             str(job_id)
-            for job_id in Job.objects.filter(id__in=ids, cancel_requested_at__isnull=False).values_list(
-                "id", flat=True
-            )
+            for job_id in Job.objects.filter(id__in=ids, cancel_requested_at__isnull=False).values_list("id", flat=True)
         }
         for job in running:
             if job.job_id in cancelled:

@@ -29,9 +29,7 @@ class Command(BaseCommand):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        duties: list[tuple[float, Callable[[], object]]] = [
-            (settings.JOBS_RECONCILE_INTERVAL_S, reconcile_once)
-        ]
+        duties: list[tuple[float, Callable[[], object]]] = [(settings.JOBS_RECONCILE_INTERVAL_S, reconcile_once)]
         if not options["no_canaries"]:
             duties.append((options["canary_interval"], send_canaries))
         next_run = [0.0 for _ in duties]

@@ -1,0 +1,70 @@
+"""The exports API: read an export, download its file. No business logic here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from exports.api.serializers import ExportSerializer
+from exports.models import Export, ExportStatus
+
+
+def visible_exports(request: Request) -> QuerySet[Export]:
+    """Staff see every export; anyone else only their own (others' answer 404)."""
+    exports = Export.objects.select_related("owner")
+    if not request.user.is_staff:
+        exports = exports.filter(owner_id=request.user.pk)
+    return exports
+
+
+class ExportListView(generics.ListAPIView):  # type: ignore[type-arg]
+    """``GET /api/exports``: your exports (staff: all), newest first."""
+
+    serializer_class = ExportSerializer
+
+    def get_queryset(self) -> QuerySet[Export]:
+        return visible_exports(self.request).order_by("-created_at", "id")
+
+
+class ExportDetailView(generics.RetrieveAPIView):  # type: ignore[type-arg]
+    """``GET /api/exports/<id>``: status, row count, size, expiry and the download link."""
+
+    serializer_class = ExportSerializer
+
+    def get_queryset(self) -> QuerySet[Export]:
+        return visible_exports(self.request)
+
+
+class ExportDownloadView(generics.GenericAPIView):  # type: ignore[type-arg]
+    """``GET /api/exports/<id>/download``: the file, streamed."""
+
+    serializer_class = ExportSerializer
+
+    def get_queryset(self) -> QuerySet[Export]:
+        return visible_exports(self.request)
+
+    @extend_schema(responses={200: OpenApiTypes.BINARY, 409: OpenApiTypes.OBJECT, 410: OpenApiTypes.OBJECT})
+    def get(self, request: Request, pk: str) -> FileResponse | Response:
+        export = self.get_object()
+        if export.status == ExportStatus.EXPIRED:
+            return Response({"detail": "this export has expired; start a new one"}, status=status.HTTP_410_GONE)
+        path = Path(settings.MEDIA_ROOT) / export.file.name if export.file else None
+        if export.status != ExportStatus.COMPLETED or path is None or not path.is_file():
+            return Response(
+                {"detail": f"the export is {export.status}; its file is not ready"},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return FileResponse(
+            path.open("rb"),
+            as_attachment=True,
+            filename=export.download_name,
+            content_type=export.content_type,
+        )

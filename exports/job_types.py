@@ -1,0 +1,67 @@
+"""The exports app's job types: ``csv-export`` (any user) and ``weekly-job-metrics`` (staff)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from exports.models import ExportFormat
+from jobs.registry import JobPlan, JobType, register_job_type
+
+
+class CsvExportSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """``{"query_params": {"dataset", "filters", "fields", "ordering"}, "format": "csv"|"xlsx"}``."""
+
+    query_params = serializers.JSONField()
+    format = serializers.ChoiceField(choices=ExportFormat.choices, default=ExportFormat.CSV)
+
+
+def plan_csv_export(user: Any, data: dict[str, Any]) -> JobPlan:
+    """Validate the query against the dataset's whitelist and record the Export with its job."""
+    from exports.models import Export
+    from exports.services import create_export, validate_export_request
+    from jobs.models import Job
+
+    dataset, query = validate_export_request(user, data["query_params"])
+    export = create_export(user, dataset, query, data["format"])
+
+    def link(job: Job) -> None:
+        Export.objects.filter(id=export.id).update(job=job)
+
+    return JobPlan(
+        arguments={"export_id": str(export.id)},
+        on_created=link,
+        # The caller learns the export's id from the job's data before any worker runs.
+        initial_data={"export_id": str(export.id), "message": "Waiting for a worker"},
+    )
+
+
+class NoArgumentsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    pass
+
+
+CSV_EXPORT = register_job_type(
+    JobType(
+        name="csv-export",
+        queue="csv-export",
+        actor="csv_export",
+        serializer=CsvExportSerializer,
+        description="Export a dataset (documents, deliveries, jobs) as a CSV or Excel file.",
+        default_duration_s=20.0,
+        plan=plan_csv_export,
+    )
+)
+
+WEEKLY_JOB_METRICS = register_job_type(
+    JobType(
+        name="weekly-job-metrics",
+        queue="maintenance",
+        actor="export_weekly_job_metrics",
+        serializer=NoArgumentsSerializer,
+        description="Export the past week's per-queue job metrics as a CSV file for staff.",
+        default_duration_s=5.0,
+        staff_only=True,
+        plan=lambda user, data: JobPlan(arguments={}),
+    )
+)
