@@ -109,6 +109,8 @@ JOBS_RECONCILE_INTERVAL_S = env_float("JOBS_RECONCILE_INTERVAL_S", 10.0)
 JOBS_DELAY_HORIZON_S = env_float("JOBS_DELAY_HORIZON_S", 60.0)
 JOBS_PROGRESS_MIN_INTERVAL_S = env_float("JOBS_PROGRESS_MIN_INTERVAL_S", 0.5)
 JOBS_WATCHDOG_INTERVAL_S = env_float("JOBS_WATCHDOG_INTERVAL_S", 0.5)
+# Threads (and database connections) per worker process writing job states in batches.
+JOBS_STATE_WRITER_THREADS = env_int("JOBS_STATE_WRITER_THREADS", 1)
 # GIL switch interval inside worker processes (Python's default is 0.005).
 WORKER_GIL_SWITCH_INTERVAL_S = env_float("WORKER_GIL_SWITCH_INTERVAL_S", 0.0005)
 JOBS_IDEMPOTENCY_TTL_S = env_int("JOBS_IDEMPOTENCY_TTL_S", 24 * 3600)

@@ -79,7 +79,7 @@ class JobMirror(Middleware):
         # default 5 ms GIL switch interval each reply can wait that long for
         # the GIL while another thread computes, which set the pace here.
         sys.setswitchinterval(settings.WORKER_GIL_SWITCH_INTERVAL_S)
-        state_writer.start()
+        state_writer.start(threads=settings.JOBS_STATE_WRITER_THREADS)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from jobs.writer import state_writer
