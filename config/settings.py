@@ -132,6 +132,7 @@ DRAMATIQ_BROKER = {
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "jobs.middleware.mirror.JobMirror",
         "jobs.middleware.watchdog.JobWatchdog",
+        "jobs.middleware.presence.WorkerPresence",
     ],
 }
 DRAMATIQ_TASKS_DATABASE = "default"
