@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from jobs.models import Job, JobStatus
+from jobs.models import AWAITING_CHILDREN, FINALIZING, Job, JobStatus
 from jobs.queues import queue_names
 from jobs.services import send_job
 
@@ -65,8 +65,9 @@ def reconcile_once() -> ReconcileReport:
                     report.resent += 1
                     logger.warning("Job %s (%s) was not in Redis; sent it again", job.id, job.status)
 
+        # A parent waiting for its children has no worker (and no message) by design.
         running = Job.objects.filter(queue=queue, status=JobStatus.ACTIVE, updated_at__lt=grace).exclude(
-            worker_id__in=live_workers
+            worker_id__in=[*live_workers, AWAITING_CHILDREN, FINALIZING]
         )
         for job in running[:_BATCH]:
             if str(job.id) in in_redis:

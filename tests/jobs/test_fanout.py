@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from jobs.models import Job, JobStatus
@@ -54,3 +56,20 @@ def test_cancelling_a_waiting_parent_cancels_its_children(pools):
     cancel_job(parent)
     assert reload(parent).status == JobStatus.CANCELLED
     assert set(Job.objects.filter(parent=parent).values_list("status", flat=True)) == {JobStatus.CANCELLED}
+
+
+@pytest.mark.slow
+def test_reconciler_leaves_a_parent_waiting_for_its_children_alone(pools):
+    from jobs.reconciler import reconcile_once
+
+    # Given a parent waiting for children that no worker is taking yet
+    pools("maintenance", threads=1)
+    parent = start("test-fanout", children=2)
+    wait_for(lambda: reload(parent).progress_data.get("total") == 2, what="the fan-out")
+    Job.objects.filter(id=parent.id).update(updated_at=parent.updated_at - timedelta(minutes=10))
+    # When the reconciler passes long after the grace period
+    report = reconcile_once()
+    # Then the parent is not requeued (it would fan out a second time)
+    assert report.lost_requeued == 0
+    assert reload(parent).status == JobStatus.ACTIVE
+    assert Job.objects.filter(parent=parent).count() == 2
