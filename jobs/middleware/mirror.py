@@ -198,7 +198,10 @@ class JobMirror(Middleware):
             return
         if isinstance(exception, Shutdown):
             if Job.requeue_after_shutdown(job_id, me):
-                self._send_again(broker, message, attempt=int(message.options.get(ATTEMPT, 0)), delay=None)
+                # The attempt count this run started from (after a take-over it
+                # is not the one the message carries).
+                attempt = int(getattr(self._local, "attempt", 1)) - 1
+                self._send_again(broker, message, attempt=attempt, delay=None)
             return
 
         error = describe_error(exception, running)
