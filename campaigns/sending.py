@@ -22,6 +22,10 @@ again, tried later (the batch reschedules itself, without using a job
 retry) until ``EMAIL_MAX_ATTEMPTS_PER_RECIPIENT``; a dropped connection →
 reconnect and try that recipient again. The sender refused, authentication
 failing or no server at all → ``SmtpUnavailable``: the job's own retries.
+
+On Django's SMTP backend each message is written as bytes
+(``rendering.RawComposer``) straight onto the backend's smtplib connection;
+any other backend (locmem in tests, console) gets Django's message object.
 """
 
 from __future__ import annotations
@@ -37,18 +41,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
+from django.contrib.auth import get_user_model
+from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from django.core.mail.message import sanitize_address
 from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import F
+from django.template import Engine
 from django.utils import timezone
 
 from campaigns.exceptions import CampaignNotFound, SendingDeferred, SmtpUnavailable
 from campaigns.models import Campaign, Delivery, DeliveryStatus
 from campaigns.ratelimit import ConnectionSlots, SendRateLimiter
-from campaigns.rendering import CompiledTemplate, TemplateInvalid, build_message, compile_template
+from campaigns.rendering import (
+    CompiledTemplate,
+    RawComposer,
+    TemplateInvalid,
+    compile_template,
+    render_parts,
+)
+
+try:
+    import psycopg as _psycopg
+except ImportError:  # SQLite, or psycopg2
+    _psycopg = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -97,15 +114,11 @@ def _sanitized_sender(address: str, encoding: str) -> str:
     return sanitize_address(address, encoding)
 
 
-def _smtp_transaction(conn: smtplib.SMTP, message: EmailMessage) -> str:
-    """MAIL, RCPT, DATA for one message with one recipient; returns the server's final answer.
+def _smtp_transaction(conn: smtplib.SMTP, sender: str, recipients: list[str], payload: bytes) -> str:
+    """MAIL, RCPT, DATA for one message; returns the server's final answer.
 
     ``smtplib.sendmail`` throws the final answer away; the delivery keeps it.
     """
-    encoding = message.encoding or settings.DEFAULT_CHARSET
-    sender = _sanitized_sender(message.from_email, encoding)
-    recipients = [sanitize_address(address, encoding) for address in message.recipients()]
-    payload = message.message().as_bytes(linesep="\r\n")
     conn.ehlo_or_helo_if_needed()
     options = ["BODY=8BITMIME"] if conn.has_extn("8bitmime") else []
     if any(not address.isascii() for address in [sender, *recipients]) and conn.has_extn("smtputf8"):
@@ -133,15 +146,52 @@ def _reset(conn: smtplib.SMTP) -> None:
         pass
 
 
+def _django_transaction(backend: Any, message: EmailMessage) -> str:
+    conn = getattr(backend, "connection", None)
+    if isinstance(conn, smtplib.SMTP):
+        encoding = message.encoding or settings.DEFAULT_CHARSET
+        sender = _sanitized_sender(message.from_email, encoding)
+        recipients = [sanitize_address(address, encoding) for address in message.recipients()]
+        return _smtp_transaction(conn, sender, recipients, message.message().as_bytes(linesep="\r\n"))
+    # Another backend (locmem in unit tests, console): it only says yes or raises.
+    backend.send_messages([message])
+    return "accepted"
+
+
 def deliver(backend: Any, message: EmailMessage) -> SmtpResult:
-    """Hand one message to an open backend and classify what happened."""
+    """Hand one Django message to an open backend and classify what happened."""
+    return _classified(functools.partial(_django_transaction, backend, message))
+
+
+def _raw_transaction(conn: smtplib.SMTP, composer: RawComposer, parts: tuple[str, str, str], to: str, tag: str) -> str:
+    recipient = composer.recipient(to)  # ValueError: not an address
+    subject, text, html = parts
+    payload = composer.compose(subject, text, html, to, recipient, {DELIVERY_HEADER: tag})
+    if payload is None:  # a charset or a line length the composer leaves to Django
+        message = _django_message(parts, to, tag)
+        payload = message.message().as_bytes(linesep="\r\n")
+    return _smtp_transaction(conn, composer.sender, [recipient], payload)
+
+
+def deliver_raw(
+    conn: smtplib.SMTP, composer: RawComposer, parts: tuple[str, str, str], to: str, tag: str
+) -> SmtpResult:
+    """Compose one message's bytes and hand them to an open smtplib connection; classify what happened."""
+    return _classified(functools.partial(_raw_transaction, conn, composer, parts, to, tag))
+
+
+def _django_message(parts: tuple[str, str, str], to: str, tag: str) -> EmailMessage:
+    subject, text, html = parts
+    message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, [to], headers={DELIVERY_HEADER: tag})
+    if html:
+        message.attach_alternative(html, "text/html")
+    return message
+
+
+def _classified(transaction_: Callable[[], str]) -> SmtpResult:
+    """Run one SMTP transaction and sort its outcome into sent/bounced/failed/temporary/dropped."""
     try:
-        conn = getattr(backend, "connection", None)
-        if isinstance(conn, smtplib.SMTP):
-            return SmtpResult("sent", _smtp_transaction(conn, message))
-        # Another backend (locmem in unit tests, console): it only says yes or raises.
-        backend.send_messages([message])
-        return SmtpResult("sent", "accepted")
+        return SmtpResult("sent", transaction_())
     except ValueError as exc:  # sanitize_address: not an email address
         return SmtpResult("failed", f"invalid address: {exc}")
     except smtplib.SMTPRecipientsRefused as exc:
@@ -168,6 +218,12 @@ class _Connection:
         self.backend: Any = get_connection(fail_silently=False)
         self.reconnects = 0
 
+    @property
+    def smtp(self) -> smtplib.SMTP | None:
+        """The open smtplib connection, when the backend is Django's SMTP one."""
+        conn = getattr(self.backend, "connection", None)
+        return conn if isinstance(conn, smtplib.SMTP) else None
+
     def open(self) -> None:
         try:
             self.backend.open()
@@ -186,12 +242,6 @@ class _Connection:
             logger.debug("Closing the SMTP connection failed", exc_info=True)
             if isinstance(self.backend, SmtpBackend):
                 self.backend.connection = None
-
-
-def _mark(delivery_id: int, token: str, status: str, response: str, **extra: Any) -> None:
-    Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.SENDING, claimed_by=token).update(
-        status=status, smtp_response=response[:2000], updated_at=timezone.now(), **extra
-    )
 
 
 def _release(delivery_id: int, token: str, response: str = "", *, refund_attempt: bool = False) -> None:
@@ -286,9 +336,14 @@ def _claim(delivery_id: int, token: str) -> bool:
     )
 
 
-def _mark_and_claim(last_id: int, status: str, response: str, sent_at: Any, next_id: int, token: str) -> bool:
-    """The last row's final outcome and the next row's claim in one UPDATE (one round trip, one commit)."""
-    sql = _MARK_AND_CLAIM.format(table=db_connection.ops.quote_name(Delivery._meta.db_table))
+def _mark_and_claim(
+    last_id: int | None, status: str, response: str, sent_at: Any, next_id: int | None, token: str
+) -> bool:
+    """The last row's final outcome and the next row's claim in one UPDATE (one round trip, one commit).
+
+    Either id may be None: only the other row is written (``id = NULL`` matches nothing).
+    """
+    sql = _mark_and_claim_sql()
     params = {
         "next": next_id,
         "last": last_id,
@@ -298,10 +353,41 @@ def _mark_and_claim(last_id: int, status: str, response: str, sent_at: Any, next
         "sent_at": sent_at,
         "now": timezone.now(),
     }
-    with db_connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        updated = {row[0] for row in cursor.fetchall()}
-    return next_id in updated
+    return next_id in {row[0] for row in _execute_returning(sql, params)}
+
+
+@functools.lru_cache(maxsize=4)
+def _mark_and_claim_sql_for(vendor: str, table: str) -> str:
+    return _MARK_AND_CLAIM.format(table=table)
+
+
+def _mark_and_claim_sql() -> str:
+    return _mark_and_claim_sql_for(db_connection.vendor, db_connection.ops.quote_name(Delivery._meta.db_table))
+
+
+def _execute_returning(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run the per-message statement; on PostgreSQL (psycopg 3) with server-side binding.
+
+    Django's psycopg 3 cursors quote every parameter into the SQL text in
+    Python; a server-binding cursor on the same connection (same transaction
+    state, same autocommit) sends them apart, which costs less per message,
+    and is the kind of cursor psycopg can prepare. Django turns prepared
+    statements off by default (``prepare_threshold=None``, for transaction
+    poolers) and that choice is kept: with ``OPTIONS["prepare_threshold"]``
+    set, this statement is prepared on its first run and planned once per
+    connection. Errors still come out as Django's database exceptions.
+    """
+    db_connection.ensure_connection()
+    raw = db_connection.connection
+    if _psycopg is not None and isinstance(raw, _psycopg.Connection):
+        db_connection.validate_no_broken_transaction()
+        with db_connection.wrap_database_errors, _psycopg.Cursor(raw) as cursor:
+            # prepare=True has an effect only when the connection allows prepared statements.
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchall()
+    with db_connection.cursor() as django_cursor:
+        django_cursor.execute(sql, params)
+        return list(django_cursor.fetchall())
 
 
 class _OutcomeWriter:
@@ -327,20 +413,65 @@ class _OutcomeWriter:
         if status == DeliveryStatus.PENDING:
             _release(delivery_id, self.token, response)
         else:
-            _mark(delivery_id, self.token, status, response, **extra)
+            # The same statement as a claim, naming no row to claim.
+            _mark_and_claim(delivery_id, status, response, extra.get("sent_at"), None, self.token)
 
     def claim_after_last(self, delivery_id: int) -> bool:
         """Write the last outcome and claim this row (``pending → sending``): one statement, one commit."""
-        if self._last is None or self._last[1] == DeliveryStatus.PENDING:
+        if self._last is not None and self._last[1] == DeliveryStatus.PENDING:
             with transaction.atomic():
                 self._write_last()
                 return _claim(delivery_id, self.token)
+        if self._last is None:  # the batch's first claim, or the first after a flush: nothing to mark
+            return _mark_and_claim(None, "", "", None, delivery_id, self.token)
         last_id, status, response, extra = self._last
         self._last = None
         return _mark_and_claim(last_id, status, response, extra.get("sent_at"), delivery_id, self.token)
 
     def flush(self) -> None:
         self._write_last()
+
+
+def _compiled(subject: str, body_text: str, body_html: str) -> CompiledTemplate:
+    """The compiled template, shared by the batches of a campaign that run in this process.
+
+    Compiled templates are immutable and safe to render from several threads
+    (each render has its own Context); the key is the sources and the engine,
+    so an edited template compiles afresh.
+    """
+    return _compile_cached(Engine.get_default(), subject, body_text, body_html)
+
+
+@functools.lru_cache(maxsize=32)
+def _compile_cached(engine: Engine, subject: str, body_text: str, body_html: str) -> CompiledTemplate:
+    return compile_template(subject, body_text, body_html)
+
+
+@dataclass(slots=True)
+class _Recipient:
+    """What sending needs of a pending delivery row (no model instance: a batch loads many)."""
+
+    pk: int
+    email: str
+    attempts: int
+    context: dict[str, Any]
+    user: Any
+
+
+def _pending_recipients(delivery_ids: list[int]) -> list[_Recipient]:
+    """The batch's pending rows in id order, each with its user (a full model instance for the template)."""
+    rows = list(
+        Delivery.objects.filter(id__in=delivery_ids, status=DeliveryStatus.PENDING)
+        .order_by("id")
+        .values_list("id", "email", "attempts", "context", "user_id")
+    )
+    users = get_user_model()._default_manager.in_bulk({row[4] for row in rows})
+    # A user deleted meanwhile takes its delivery with it (cascade): such a row is skipped.
+    return [
+        _Recipient(pk, email, attempts, context or {}, users[user_id])
+        for pk, email, attempts, context, user_id in rows
+        if user_id in users
+    ]
 
 
 def send_batch(
@@ -368,20 +499,21 @@ def send_batch(
             token,
             outcome.reclaimed,
         )
-    todo = deque(
-        Delivery.objects.filter(id__in=delivery_ids, status=DeliveryStatus.PENDING)
-        .select_related("user")
-        .order_by("id")
-    )
+    todo = deque(_pending_recipients(delivery_ids))
     outcome.skipped = len(delivery_ids) - len(todo)
     if not todo:
         return outcome
     template = campaign.template
+    composer: RawComposer | None = None
     try:
-        compiled: CompiledTemplate | None = compile_template(template.subject, template.body_text, template.body_html)
+        compiled: CompiledTemplate | None = _compiled(template.subject, template.body_text, template.body_html)
         broken = ""
     except TemplateInvalid as exc:
         compiled, broken = None, f"template error: {exc}"
+    try:
+        composer = RawComposer(settings.DEFAULT_FROM_EMAIL)
+    except ValueError:  # a sender that is not an address: Django's path reports it per recipient
+        composer = None
 
     max_attempts = int(settings.EMAIL_MAX_ATTEMPTS_PER_RECIPIENT)
     permits = _Permits()
@@ -390,7 +522,10 @@ def send_batch(
     connection = _Connection()
     outcomes = _OutcomeWriter(token)
     total = len(todo)
-    last_report = 0.0
+    # Reported every EMAIL_PROGRESS_INTERVAL_S while sending, and once after the last message
+    # (below the loop); each report recounts the campaign and writes the parent's row.
+    last_report = time.monotonic()
+    progress_interval_s = float(settings.EMAIL_PROGRESS_INTERVAL_S)
     try:
         connection.open()
         while todo:
@@ -405,18 +540,22 @@ def send_batch(
                 outcomes.record(delivery.pk, DeliveryStatus.FAILED, broken)
                 outcome.failed += 1
                 continue
+            tag = f"{campaign.pk}/{delivery.pk}"
+            smtp = connection.smtp if composer is not None else None
             try:
-                context = {"user": delivery.user, "campaign": campaign, **(delivery.context or {})}
-                message = build_message(
-                    compiled, context, delivery.email, {DELIVERY_HEADER: f"{campaign.pk}/{delivery.pk}"}
-                )
+                context = {"user": delivery.user, "campaign": campaign, **delivery.context}
+                parts = render_parts(compiled, context)
+                message = _django_message(parts, delivery.email, tag) if smtp is None else None
             except Exception as exc:
                 reason = f"template error: {type(exc).__name__}: {exc}"
                 outcomes.record(delivery.pk, DeliveryStatus.FAILED, reason)
                 outcome.failed += 1
                 continue
             try:
-                result = deliver(connection.backend, message)
+                if smtp is not None and composer is not None:
+                    result = deliver_raw(smtp, composer, parts, delivery.email, tag)
+                else:
+                    result = deliver(connection.backend, message or _django_message(parts, delivery.email, tag))
             except _Infrastructure as exc:
                 _release(delivery.pk, token, str(exc), refund_attempt=True)
                 raise SmtpUnavailable(str(exc)) from exc
@@ -445,7 +584,7 @@ def send_batch(
                 outcome.retry_later += 1
             slot.renew()
             now = time.monotonic()
-            if report is not None and (now - last_report >= settings.EMAIL_PROGRESS_INTERVAL_S or not todo):
+            if report is not None and todo and now - last_report >= progress_interval_s:
                 last_report = now
                 outcomes.flush()
                 report(campaign.refresh_counts(), total - len(todo), total)

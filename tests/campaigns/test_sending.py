@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from email.header import decode_header, make_header
+
 import pytest
 
 from campaigns.exceptions import SendingDeferred, SmtpUnavailable
 from campaigns.models import Delivery, DeliveryStatus
-from campaigns.sending import send_batch
+from campaigns.sending import DELIVERY_HEADER, send_batch
 from tests.campaigns.helpers import campaign_for, delivery_ids, statuses, users
 from tests.factories import EmailTemplateFactory
 
@@ -168,3 +170,42 @@ def test_rate_limit_reached_reschedules_the_batch_without_sending_more(db, smtp,
     assert len(smtp.received) == 2
     assert sorted(statuses(campaign).values()) == ["pending", "sent", "sent"]
     assert deferred.value.delay_s > 1
+
+
+def test_non_ascii_subject_and_body_arrive_intact_over_smtp(db, smtp):
+    # Given a template with non-ASCII text, rendered for a user
+    [zoe] = users(1, username="zoë")
+    template = EmailTemplateFactory(
+        subject="Grüße, {{ user.username }} ✓", body_text="Liebe {{ user.username }},\nbis bald."
+    )
+    campaign = campaign_for([zoe], template)
+    # When its batch runs
+    send_batch(campaign.pk, delivery_ids(campaign), token="t1")
+    # Then the server got it, readable as written
+    [received] = smtp.received
+    assert str(make_header(decode_header(received.subject))) == "Grüße, zoë ✓"
+    assert received.body == "Liebe zoë,\r\nbis bald."
+
+
+def test_body_with_a_line_over_998_octets_is_sent_through_djangos_encoder(db, smtp):
+    long_line = "x" * 1500
+    campaign = campaign_for(users(1), EmailTemplateFactory(body_text=long_line))
+    outcome = send_batch(campaign.pk, delivery_ids(campaign), token="t1")
+    assert outcome.sent == 1
+    [received] = smtp.received
+    assert received.body == long_line
+
+
+def test_without_an_smtp_backend_the_message_goes_through_djangos_backend(db, mailoutbox):
+    # Given the locmem backend (no SMTP connection to write to)
+    [alice] = users(1, username="alice")
+    campaign = campaign_for([alice])
+    # When the batch runs
+    outcome = send_batch(campaign.pk, delivery_ids(campaign), token="t1")
+    # Then Django's backend got the message with both parts, and the delivery is sent
+    assert outcome.sent == 1
+    [message] = mailoutbox
+    assert (message.to, message.subject) == (["alice@example.com"], "Hello alice")
+    assert message.alternatives[0][1] == "text/html"
+    assert message.extra_headers[DELIVERY_HEADER] == f"{campaign.pk}/{delivery_ids(campaign)[0]}"
+    assert statuses(campaign) == {alice.email: "sent"}
