@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "django_dramatiq",
+    "django_apscheduler",
     "jobs",
     "documents",
     "campaigns",
@@ -226,6 +227,18 @@ OCR_PAGE_ATTEMPTS = env_int("OCR_PAGE_ATTEMPTS", 3)
 OCR_MIN_TEXT_LAYER_CHARS = env_int("OCR_MIN_TEXT_LAYER_CHARS", 16)
 THUMBNAIL_SIZES = [int(size) for size in env_list("THUMBNAIL_SIZES", ["150", "300", "600"])]
 THUMBNAIL_FORMAT = env_str("THUMBNAIL_FORMAT", "png")
+
+# --- scheduling ---
+# How often each scheduler process re-reads the Schedule table (admin edits apply within this).
+SCHEDULER_REFRESH_S = env_float("SCHEDULER_REFRESH_S", 15.0)
+# Default grace of a new schedule: a fire time missed by less than this runs once when a scheduler is back.
+SCHEDULER_MISFIRE_GRACE_S = env_int("SCHEDULER_MISFIRE_GRACE_S", 3600)
+# Threads that claim and enqueue fires in each scheduler process (each holds a DB connection).
+SCHEDULER_THREADS = env_int("SCHEDULER_THREADS", 2)
+# The monthly cleanup deletes completed, failed and cancelled jobs finished this many days ago.
+JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30)
+# Job ids per DELETE in the cleanup (attempts cascade).
+JOBS_CLEANUP_BATCH = env_int("JOBS_CLEANUP_BATCH", 5000)
 
 # --- Misc -----------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -11,3 +11,8 @@ class ExportsConfig(AppConfig):
     def ready(self) -> None:
         # Registers the csv-export and weekly-job-metrics job types.
         from exports import job_types  # noqa: F401
+        from exports.services import delete_expired_exports
+        from jobs.scheduling import register_cleanup
+
+        # The monthly cleanup job deletes expired export files.
+        register_cleanup("expired-exports", delete_expired_exports)

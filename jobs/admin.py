@@ -126,3 +126,7 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             f"Cancelled {done} job(s); skipped {skipped} already finished.",
             messages.SUCCESS if done else messages.WARNING,
         )
+
+
+# Schedules and their fires (recurring jobs).
+from jobs.scheduling import admin as _scheduling_admin  # noqa: E402,F401

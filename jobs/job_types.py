@@ -60,3 +60,6 @@ CANARY = register_job_type(
         plan=plan_canary,
     )
 )
+
+# The scheduler's cleanup job type.
+from jobs.scheduling import job_types as _scheduling_job_types  # noqa: E402,F401

@@ -459,3 +459,7 @@ class JobAttempt(models.Model):
             error=_bounded(error, settings.JOBS_ERROR_MAX_CHARS),
             started_at=row["started_at"],
         )
+
+
+# Schedules and their fires live in their own module (recurring jobs, see jobs/scheduling/).
+from jobs.scheduling.models import FireOutcome, Schedule, ScheduleFire  # noqa: E402,F401

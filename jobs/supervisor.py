@@ -453,6 +453,8 @@ def pool_spec(
 
 
 def scheduler_spec(extra_env: Mapping[str, str] | None = None) -> ChildSpec:
-    """The one scheduler process (``runscheduler``)."""
+    """A scheduler process (``runscheduler``); more than one may run, each fire happens once."""
     argv = [_python(), str(MANAGE_PY), "runscheduler"]
-    return ChildSpec(name="scheduler", argv=argv, env=dict(extra_env or {}), db_connections=1)
+    # Its fire threads, the duties thread (reconciler) and APScheduler's job store.
+    connections = int(_django_setting("SCHEDULER_THREADS", 2)) + 2
+    return ChildSpec(name="scheduler", argv=argv, env=dict(extra_env or {}), db_connections=connections)

@@ -47,3 +47,6 @@ for _queue in queue_names():
     globals()[canary_actor_name(_queue)] = dramatiq.actor(actor_name=canary_actor_name(_queue), queue_name=_queue)(
         run_canary
     )
+
+# The scheduler's cleanup actor (workers discover actors through this module).
+from jobs.scheduling import tasks as _scheduling_tasks  # noqa: E402,F401

@@ -1,50 +1,50 @@
-"""``manage.py runscheduler``: the platform's periodic duties (reconciler, canaries)."""
+"""``manage.py runscheduler``: recurring jobs (django-apscheduler) and the platform's periodic duties.
+
+Run as many as you like (two machines, a rolling deploy): each fire time
+enqueues one job, decided by the database (see ``jobs.scheduling.firing``).
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
-import threading
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
 
-from jobs.canaries import send_canaries
 from jobs.reconciler import reconcile_once
+from jobs.scheduling.runner import Duty, SchedulerProcess
 
 logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
-    help = "Run the scheduler: the reconciler and the per-minute canaries."
+    help = "Run the scheduler: the Schedule table's recurring jobs, and the reconciler."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--no-canaries", action="store_true", help="do not send canaries")
-        parser.add_argument("--canary-interval", type=float, default=60.0)
+        parser.add_argument(
+            "--no-default-duties", action="store_true", help="only fire schedules; do not run the reconciler"
+        )
+        parser.add_argument(
+            "--refresh-seconds",
+            type=float,
+            default=None,
+            help="how often the Schedule table is re-read (default: SCHEDULER_REFRESH_S)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        stop = threading.Event()
+        refresh_s = options["refresh_seconds"] or settings.SCHEDULER_REFRESH_S
+        duties = []
+        if not options["no_default_duties"]:
+            duties.append(Duty("reconciler", settings.JOBS_RECONCILE_INTERVAL_S, reconcile_once))
+        process = SchedulerProcess(refresh_s=refresh_s, duties=duties, max_workers=settings.SCHEDULER_THREADS)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        duties: list[tuple[float, Callable[[], object]]] = [(settings.JOBS_RECONCILE_INTERVAL_S, reconcile_once)]
-        if not options["no_canaries"]:
-            duties.append((options["canary_interval"], send_canaries))
-        next_run = [0.0 for _ in duties]
-        self.stdout.write(f"Scheduler running: reconciler every {settings.JOBS_RECONCILE_INTERVAL_S}s")
-        clock = 0.0
-        tick = 0.5
-        while not stop.wait(tick):
-            clock += tick
-            for index, (interval, duty) in enumerate(duties):
-                if clock < next_run[index]:
-                    continue
-                next_run[index] = clock + interval
-                try:
-                    close_old_connections()
-                    duty()
-                except Exception:
-                    logger.exception("Scheduled duty %s failed; next try in %ss", duty.__name__, interval)
+            signal.signal(sig, lambda *_: process.stop())
+        self.stdout.write(
+            f"Scheduler running: schedules re-read every {refresh_s}s"
+            + ("" if options["no_default_duties"] else f", reconciler every {settings.JOBS_RECONCILE_INTERVAL_S}s")
+        )
+        self.stdout.flush()
+        process.run()
         self.stdout.write("Scheduler stopped")

@@ -1,0 +1,352 @@
+"""Recurring jobs: each fire time enqueues one job, however many scheduler processes run.
+
+The scheduler tests start real ``manage.py runscheduler`` processes against
+the test database, with second-level intervals so that they finish quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from importlib import import_module
+
+import pytest
+from django.apps import apps as django_apps
+from django.utils import timezone
+from django_apscheduler.models import DjangoJob, DjangoJobExecution
+
+from jobs.models import Job, JobStatus
+from jobs.scheduling import cleanup_hooks, register_cleanup
+from jobs.scheduling.cleanup import prune_finished_jobs, run_cleanup
+from jobs.scheduling.firing import fire, fire_by_id, run_now
+from jobs.scheduling.models import FireOutcome, Schedule, ScheduleFire
+from jobs.scheduling.triggers import build_trigger
+from tests.workers import ROOT, database_url, wait_for
+
+INTERVAL_S = 2
+
+
+class SchedulerRun:
+    """One ``runscheduler`` process (no reconciler), re-reading schedules every second."""
+
+    def __init__(self, label: str):
+        self.log_path = ROOT / "var" / f"test-scheduler-{label}-{os.getpid()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.launched_at = timezone.now()
+
+    def start(self) -> SchedulerRun:
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test", "DATABASE_URL": database_url()}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.write_bytes(b"")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.launched_at = timezone.now()
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runscheduler", "--no-default-duties", "--refresh-seconds", "1"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        wait_for(lambda: "Scheduler running" in self.log(), 30, 0.1, "the scheduler to start")
+        return self
+
+    def stop(self, timeout: float = 10) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def schedulers(clean_redis, transactional_db):
+    """Start scheduler processes on a schedule table emptied of the default rows."""
+    Schedule.objects.all().delete()
+    DjangoJob.objects.all().delete()
+    started: list[SchedulerRun] = []
+
+    def start(label: str) -> SchedulerRun:
+        run = SchedulerRun(label).start()
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        if run.proc is not None and run.proc.poll() is None:
+            run.stop()
+
+
+def _canary_schedule(name: str = "test canary", **fields) -> Schedule:
+    defaults = {"interval_seconds": INTERVAL_S, "job_type": "canary", "payload": {"queue": "maintenance"}}
+    return Schedule.objects.create(name=name, **{**defaults, **fields})
+
+
+def _fires(schedule: Schedule) -> list[ScheduleFire]:
+    return list(ScheduleFire.objects.filter(schedule=schedule).order_by("fire_time"))
+
+
+def _fire_times_between(schedule: Schedule, after, until) -> list:
+    trigger = build_trigger(schedule)
+    times, previous = [], None
+    current = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    while current is not None and current <= until:
+        times.append(current)
+        previous = current
+        current = trigger.get_next_fire_time(previous, previous + timedelta(microseconds=1))
+    return times
+
+
+@pytest.mark.slow
+def test_two_schedulers_enqueue_each_fire_time_exactly_once(schedulers, pools):
+    # Given a worker that finishes each canary, and a schedule firing every 2 seconds
+    pools("maintenance")
+    schedule = _canary_schedule()
+    # When two scheduler processes run against the same database for several fire times
+    first, second = schedulers("a"), schedulers("b")
+    wait_for(lambda: len(_fires(schedule)) >= 4, 30, 0.2, "four fire times")
+    assert first.stop() == 0
+    assert second.stop() == 0
+    # Then each fire time has one fire and one job, with no fire time left out
+    fires = _fires(schedule)
+    times = [fire.fire_time for fire in fires]
+    assert len(times) == len(set(times))
+    assert times == _fire_times_between(schedule, times[0] - timedelta(microseconds=1), times[-1])
+    assert all(fire.outcome == FireOutcome.ENQUEUED for fire in fires)
+    jobs = Job.objects.filter(type="canary")
+    assert jobs.count() == len(fires)
+    assert {fire.job_id for fire in fires} == set(jobs.values_list("id", flat=True))
+    # And django-apscheduler logged the executions
+    assert DjangoJobExecution.objects.filter(job_id=schedule.apscheduler_id).exists()
+
+
+@pytest.mark.slow
+def test_scheduler_started_after_missed_fire_times_runs_the_latest_once(schedulers, pools):
+    # Given a schedule that fired once, then every scheduler went down
+    pools("maintenance")
+    schedule = _canary_schedule(grace_seconds=60)
+    first = schedulers("a")
+    wait_for(lambda: _fires(schedule), 20, 0.1, "the first fire")
+    assert first.stop() == 0
+    last_fired = _fires(schedule)[-1].fire_time
+    # When two fire times pass with no scheduler running, and one comes back
+    wait_for(lambda: timezone.now() > last_fired + timedelta(seconds=2 * INTERVAL_S + 0.5), 10, 0.1, "missed times")
+    back = schedulers("b")
+    wait_for(lambda: [f for f in _fires(schedule) if f.fire_time > last_fired], 20, 0.1, "the catch-up fire")
+    back.stop()
+    # Then all the times it missed produced one fire, at the latest of them, with its job
+    caught_up = next(f for f in _fires(schedule) if f.fire_time > last_fired)
+    skipped_over = _fire_times_between(schedule, last_fired, caught_up.fire_time)[:-1]
+    assert len(skipped_over) >= 1
+    assert not ScheduleFire.objects.filter(schedule=schedule, fire_time__in=skipped_over).exists()
+    assert caught_up.created_at > caught_up.fire_time
+    assert _fire_times_between(schedule, caught_up.fire_time, caught_up.created_at) == []
+    assert caught_up.outcome == FireOutcome.ENQUEUED
+    assert caught_up.job is not None
+
+
+@pytest.mark.slow
+def test_fire_is_skipped_while_the_previous_job_is_unfinished(schedulers):
+    # Given a schedule whose jobs nobody runs (no worker for their queue)
+    schedule = _canary_schedule()
+    schedulers("a")
+    # When it fires twice
+    wait_for(lambda: len(_fires(schedule)) >= 2, 20, 0.1, "two fire times")
+    first, second = _fires(schedule)[:2]
+    # Then the second fire is recorded as skipped and enqueued nothing
+    assert first.outcome == FireOutcome.ENQUEUED
+    assert first.job.status == JobStatus.QUEUED
+    assert second.outcome == FireOutcome.SKIPPED
+    assert second.job is None
+    assert Job.objects.filter(type="canary").count() == 1
+
+
+@pytest.mark.slow
+def test_paused_schedule_stops_firing(schedulers):
+    schedule = _canary_schedule()
+    schedulers("a")
+    wait_for(lambda: _fires(schedule), 20, 0.1, "the first fire")
+    # When staff pause it
+    Schedule.objects.filter(pk=schedule.pk).update(paused=True)
+    wait_for(lambda: not DjangoJob.objects.filter(id=schedule.apscheduler_id).exists(), 10, 0.1, "unscheduling")
+    paused_at = timezone.now()
+    count = len(_fires(schedule))
+    # Then no fire happens over the next two fire times
+    wait_for(lambda: timezone.now() > paused_at + timedelta(seconds=2 * INTERVAL_S + 0.5), 10, 0.1, "two intervals")
+    assert len(_fires(schedule)) == count
+    assert not ScheduleFire.objects.filter(schedule=schedule, fire_time__gt=paused_at).exists()
+
+
+def test_run_now_enqueues_one_job_recorded_as_a_fire(db):
+    schedule = _canary_schedule(cron="0 8 * * *", interval_seconds=None)
+    fired = run_now(schedule)
+    assert fired is not None and fired.outcome == FireOutcome.ENQUEUED
+    assert Job.objects.filter(type="canary").count() == 1
+    assert fired.job.arguments["queue"] == "maintenance"
+    assert fired.job.owner is None
+
+
+def test_second_claim_of_a_fire_time_enqueues_nothing(db):
+    schedule = _canary_schedule()
+    when = timezone.now().replace(microsecond=0)
+    assert fire(schedule, when) is not None
+    assert fire(schedule, when) is None
+    assert Job.objects.count() == 1
+    assert ScheduleFire.objects.filter(schedule=schedule).count() == 1
+
+
+def test_paused_schedule_is_not_fired_by_the_scheduler(db):
+    schedule = _canary_schedule(paused=True)
+    assert fire_by_id(schedule.pk, timezone.now()) is None
+    assert not ScheduleFire.objects.exists()
+
+
+def test_fire_with_an_invalid_payload_is_recorded_as_failed(db):
+    schedule = _canary_schedule(payload={"queue": "no-such-queue"})
+    fired = fire(schedule, timezone.now())
+    assert fired is not None and fired.outcome == FireOutcome.FAILED
+    assert "queue" in fired.error
+    assert not Job.objects.exists()
+
+
+def test_default_schedules_exist_in_utc(db):
+    # The data migration's rows (flushed by earlier transactional tests, so created again here)
+    Schedule.objects.all().delete()
+    import_module("jobs.migrations.0003_default_schedules").create_defaults(django_apps, None)
+    timings = dict(Schedule.objects.values_list("name", "cron"))
+    assert timings["daily digest"] == "0 8 * * *"
+    assert timings["weekly analytics"] == "0 6 * * 1"
+    assert timings["monthly cleanup"] == "0 0 1 * *"
+    assert timings["thumbnail maintenance"] == "0 2 * * *"
+    assert sum(1 for name in timings if name.startswith("canary ")) == 5
+    for schedule in Schedule.objects.all():
+        schedule.full_clean()
+
+
+def _finished_job(days_ago: int, status: str = JobStatus.COMPLETED) -> Job:
+    finished = timezone.now() - timedelta(days=days_ago)
+    return Job.objects.create(
+        type="canary", queue="maintenance", actor="canary_maintenance", status=status, finished_at=finished
+    )
+
+
+def test_cleanup_prunes_finished_jobs_past_retention_in_batches(db, settings):
+    settings.JOBS_RETENTION_DAYS = 30
+    old = [_finished_job(40), _finished_job(31, JobStatus.FAILED), _finished_job(60, JobStatus.CANCELLED)]
+    recent = _finished_job(5)
+    waiting = Job.objects.create(type="canary", queue="maintenance", actor="canary_maintenance")
+    assert prune_finished_jobs(batch_size=2) == len(old)
+    assert set(Job.objects.values_list("id", flat=True)) == {recent.id, waiting.id}
+
+
+def test_cleanup_runs_every_registered_hook(db):
+    calls = []
+    register_cleanup("test-hook", lambda: calls.append("ran") or 3)
+    try:
+        result = run_cleanup()
+    finally:
+        from jobs import scheduling
+
+        scheduling._cleanup_hooks.pop("test-hook")
+    assert calls == ["ran"]
+    assert result["test-hook"] == 3
+    assert "expired-exports" in cleanup_hooks()
+
+
+def test_thumbnail_maintenance_starts_a_thumbnails_job_for_documents_missing_a_size(db, settings, tmp_path):
+    from documents.maintenance import regenerate_missing_thumbnails
+    from documents.models import DocumentStatus
+    from tests.factories import DocumentFactory
+
+    # Given one ready document with every thumbnail size, one missing a size, and one not ready
+    settings.MEDIA_ROOT = str(tmp_path)
+    settings.THUMBNAIL_SIZES = [150, 300]
+    complete = DocumentFactory(status=DocumentStatus.READY)
+    partial = DocumentFactory(status=DocumentStatus.READY)
+    DocumentFactory(status=DocumentStatus.PROCESSING)
+    for document, sizes in ((complete, [150, 300]), (partial, [150])):
+        document.thumbnail_dir.mkdir(parents=True)
+        for size in sizes:
+            (document.thumbnail_dir / f"{size}.png").write_bytes(b"png")
+    # When the maintenance runs
+    result = regenerate_missing_thumbnails()
+    # Then one thumbnails job renders the document that misses a size
+    assert result["documents"] == 1
+    job = Job.objects.get(type="thumbnails")
+    assert job.arguments["document_ids"] == [str(partial.id)]
+    assert job.queue == "thumbnails"
+
+
+def test_admin_lists_schedules_and_runs_one_now(db, client):
+    from tests.factories import UserFactory
+
+    # Given staff in the admin and a schedule that fired once
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    schedule = _canary_schedule(cron="0 8 * * *", interval_seconds=None)
+    # When they use "run now" on it
+    response = client.post(
+        "/admin/jobs/schedule/",
+        {"action": "run_schedules_now", "_selected_action": [schedule.pk]},
+        follow=True,
+    )
+    # Then one job is enqueued and recorded as a fire, shown with its status and the next run
+    assert response.status_code == 200
+    fired = ScheduleFire.objects.get(schedule=schedule)
+    assert fired.job is not None and fired.outcome == FireOutcome.ENQUEUED
+    page = client.get("/admin/jobs/schedule/").content.decode()
+    assert "Queued" in page and "08:00:00" in page
+    assert client.get("/admin/jobs/schedulefire/").status_code == 200
+    assert client.get(f"/admin/jobs/schedule/{schedule.pk}/change/").status_code == 200
+
+
+def test_admin_pause_action_pauses_a_schedule(db, client):
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    schedule = _canary_schedule()
+    client.post("/admin/jobs/schedule/", {"action": "pause_schedules", "_selected_action": [schedule.pk]})
+    schedule.refresh_from_db()
+    assert schedule.paused
+
+
+@pytest.mark.slow
+def test_cleanup_job_runs_on_the_maintenance_queue(pools, settings):
+    from tests.jobs.helpers import start, wait_status
+
+    # Given an old finished job and a maintenance worker
+    old = _finished_job(400)
+    pools("maintenance")
+    # When the cleanup job runs
+    job = wait_status(start("cleanup", None), JobStatus.COMPLETED, JobStatus.FAILED)
+    # Then it pruned the old job and ran the exports hook
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.result["jobs_pruned"] == 1
+    assert "expired-exports" in job.result
+    assert not Job.objects.filter(id=old.id).exists()
+
+
+def test_fire_time_past_its_grace_is_recorded_as_missed(transactional_db):
+    from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+
+    from jobs.scheduling.runner import _on_missed
+
+    # Given a schedule whose fire time APScheduler found past the grace period
+    schedule = _canary_schedule()
+    when = timezone.now() - timedelta(hours=2)
+    # When the scheduler reports the miss
+    _on_missed(JobExecutionEvent(EVENT_JOB_MISSED, schedule.apscheduler_id, "default", when))
+    # Then it is recorded as missed, and nothing was enqueued
+    fired = ScheduleFire.objects.get(schedule=schedule)
+    assert (fired.fire_time, fired.outcome, fired.job) == (when, FireOutcome.MISSED, None)
+    assert not Job.objects.exists()
