@@ -11,6 +11,10 @@
    to finished, from its Job row); its memory is the peak resident memory of
    the whole pool process tree (worker processes, pdftoppm, tesseract),
    sampled every 50 ms, and that peak minus the idle pool.
+   The plain loop runs again right after it: on a shared machine the load can
+   change between two timed runs, so the job is also compared with the mean of
+   both, and by CPU seconds per page (plain loop: its pdftoppm and tesseract;
+   job: the whole pool tree), which does not depend on the load.
 3. The same job on a ``--large-pages`` PDF (the first PDF's pages repeated):
    pages/min and peak memory again; 0 skips it.
 
@@ -77,8 +81,15 @@ def make_pdfs(pages: int, large_pages: int) -> tuple[Path, Path | None]:
     return small, large
 
 
-def plain_loop(path: Path, pages: int, dpi: int, parallel: int) -> float:
-    """Pages per minute of pdftoppm + single-threaded tesseract, ``parallel`` pages at a time."""
+def children_cpu_s() -> float:
+    """CPU seconds used by the processes this one started and waited for."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def plain_loop(path: Path, pages: int, dpi: int, parallel: int) -> tuple[float, float]:
+    """Pages per minute of pdftoppm + single-threaded tesseract, ``parallel`` pages at a time,
+    and the CPU seconds they used per page."""
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
 
     def read(number: int) -> int:
@@ -108,10 +119,10 @@ def plain_loop(path: Path, pages: int, dpi: int, parallel: int) -> float:
             )
             return len(out.stdout)
 
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), children_cpu_s()
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         list(pool.map(read, range(1, pages + 1)))
-    return pages / (time.monotonic() - started) * 60
+    return pages / (time.monotonic() - started) * 60, (children_cpu_s() - cpu_before) / pages
 
 
 class TreeMemory:
@@ -138,6 +149,24 @@ class TreeMemory:
             except psutil.NoSuchProcess:
                 pass
         return total / 1024 / 1024
+
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by the tree, the processes it has reaped included."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+            except psutil.NoSuchProcess:
+                pass
+        return total
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
@@ -195,8 +224,12 @@ def stop_pool(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run_job(path: Path, owner: Any, memory: TreeMemory) -> tuple[float, float, dict[str, Any]]:
-    """OCR a PDF through the pdf-ocr job: (pages/min, peak MB of the pool tree, job result)."""
+def run_job(path: Path, owner: Any, memory: TreeMemory) -> tuple[float, float, float, dict[str, Any]]:
+    """OCR a PDF through the pdf-ocr job: (pages/min, peak MB of the pool tree, CPU s per page, result).
+
+    The CPU is the whole pool tree's (worker threads, children, pdftoppm, tesseract) from
+    before the job is sent until it is finished and its children reaped.
+    """
     from django.core.files import File
     from django.db import transaction
 
@@ -212,6 +245,7 @@ def run_job(path: Path, owner: Any, memory: TreeMemory) -> tuple[float, float, d
 
     document.page_count = inspect_pdf(document.path).pages
     document.save()
+    cpu_before = memory.cpu_s()
     with memory:
         with transaction.atomic():
             job = start_job(get_job_type("pdf-ocr"), owner, {"file_id": document.id, "priority": "normal"}).job
@@ -228,7 +262,9 @@ def run_job(path: Path, owner: Any, memory: TreeMemory) -> tuple[float, float, d
         print(f"warning: {failed_children} children and {result.get('failed_pages')} pages failed")
     assert job.finished_at is not None and job.started_at is not None
     seconds = (job.finished_at - job.started_at).total_seconds()
-    return float(document.page_count or 0) / seconds * 60, memory.peak_mb, result
+    time.sleep(0.5)  # let the last children be reaped, so their CPU is counted
+    cpu_per_page = (memory.cpu_s() - cpu_before) / float(document.page_count or 1)
+    return float(document.page_count or 0) / seconds * 60, memory.peak_mb, cpu_per_page, result
 
 
 def main() -> None:
@@ -250,24 +286,33 @@ def main() -> None:
     owner, _ = get_user_model().objects.get_or_create(username="bench-ocr")
     small, large = make_pdfs(args.pages, args.large_pages)
 
-    plain = plain_loop(small, args.pages, args.dpi, args.parallel)
-    print(f"plain loop  {args.pages:4d} pages: {plain:6.1f} pages/min ({args.parallel} at a time, {args.dpi} dpi)")
+    plain, plain_cpu = plain_loop(small, args.pages, args.dpi, args.parallel)
+    print(
+        f"plain loop  {args.pages:4d} pages: {plain:6.1f} pages/min ({args.parallel} at a time, {args.dpi} dpi), "
+        f"{plain_cpu:.2f} CPU s/page"
+    )
 
     pool = start_pool(args.parallel, args.dpi)
     try:
         memory = TreeMemory(pool.pid)
         idle = memory.now_mb()
-        job_speed, peak, result = run_job(small, owner, memory)
+        job_speed, peak, job_cpu, result = run_job(small, owner, memory)
         print(
             f"pdf-ocr job {args.pages:4d} pages: {job_speed:6.1f} pages/min, "
             f"peak memory {peak:6.1f} MB (idle pool {idle:.1f} MB, +{peak - idle:.1f} MB), "
-            f"{result['ocr_pages']} OCR pages"
+            f"{result['ocr_pages']} OCR pages, {job_cpu:.2f} CPU s/page"
         )
         print(f"ratio job / plain: {job_speed / plain:.2f} (target >= 0.90)")
+        # On a shared machine the load can change between the two timed runs: the plain loop
+        # again, right after the job, brackets it; CPU per page does not depend on the load.
+        again, again_cpu = plain_loop(small, args.pages, args.dpi, args.parallel)
+        print(f"plain loop again: {again:6.1f} pages/min, {again_cpu:.2f} CPU s/page")
+        print(f"ratio job / mean of both plain runs: {job_speed / ((plain + again) / 2):.2f}")
+        print(f"CPU per page plain / job: {min(plain_cpu, again_cpu) / job_cpu:.2f} (1.00 = no overhead)")
         if large is not None:
-            large_speed, large_peak, large_result = run_job(large, owner, memory)
+            large_speed, large_peak, large_cpu, large_result = run_job(large, owner, memory)
             print(
-                f"pdf-ocr job {args.large_pages:4d} pages: {large_speed:6.1f} pages/min, "
+                f"pdf-ocr job {args.large_pages:4d} pages: {large_speed:6.1f} pages/min, {large_cpu:.2f} CPU s/page, "
                 f"peak memory {large_peak:6.1f} MB (+{large_peak - idle:.1f} MB over idle), "
                 f"{large_result['ocr_pages']} OCR pages, {large_result['failed_pages']} failed"
             )

@@ -1,15 +1,22 @@
-"""Poppler and tesseract, each run as a killable child process under limits.
+"""Poppler and tesseract, each run in a killable child process under limits.
 
-Every call goes through ``jobs.isolation.run_command``: a job's time limit or
-cancel kills the tool (and the worker thread is never blocked in C code), and
-each tool runs under an address-space and CPU-time limit so that a hostile
-PDF (absurd page size, decompression bomb) fails with a reason instead of
+OCR's rasterising and reading go through pdf2image and pytesseract inside
+``jobs.isolation.run_in_child`` (the functions of ``documents.ocr_child``),
+whose process group holds the pdftoppm and tesseract they start. The quick
+poppler calls (pdfinfo, pdfimages, pdftotext, the thumbnail's one small
+render) run through ``jobs.isolation.run_command``: a child interpreter would
+cost several times the call itself (a thumbnail render took ~35 ms directly,
+~190 ms through ``run_in_child``). Either way a job's time limit or cancel
+kills the tool (and the worker thread is never blocked in C code), and each
+tool runs under an address-space and CPU-time limit so that a hostile PDF
+(absurd page size, decompression bomb) fails with a reason instead of
 exhausting the machine. Page sizes and embedded image sizes are checked
 against a pixel cap before anything is rendered.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +24,11 @@ from pathlib import Path
 
 from django.conf import settings
 
+from documents import ocr_child
 from documents.exceptions import CorruptPdf, EncryptedPdf, NotAPdf, PageTooLarge, PdfHasNoPages
-from jobs.isolation import ChildProcessFailed, run_command
+from jobs.isolation import ChildProcessFailed, run_command, run_in_child
+
+logger = logging.getLogger(__name__)
 
 PDF_MAGIC = b"%PDF-"
 #: The PDF header may follow up to 1 KB of junk (PDF 1.7, annex H).
@@ -138,42 +148,46 @@ def has_usable_text(text: str) -> bool:
     return sum(1 for char in text if char.isalnum()) >= settings.OCR_MIN_TEXT_LAYER_CHARS
 
 
+def _child_limits() -> dict[str, int]:
+    return {"memory_limit_mb": settings.DOCUMENT_CHILD_MEMORY_MB, "cpu_limit_s": settings.DOCUMENT_CHILD_CPU_S}
+
+
 def render_pages(path: Path, first: int, last: int, dpi: int, out_dir: Path) -> dict[int, Path]:
-    """Rasterise pages ``first``..``last`` to grayscale PGM files (what tesseract reads fastest)."""
-    prefix = out_dir / f"p{first}"
-    _run(["pdftoppm", "-r", str(dpi), "-gray", "-f", str(first), "-l", str(last), str(path), str(prefix)])
-    rendered: dict[int, Path] = {}
-    for image in out_dir.glob(f"p{first}-*.pgm"):
-        number = int(image.stem.rsplit("-", 1)[1])
-        if first <= number <= last:
-            rendered[number] = image
-    return rendered
+    """Rasterise pages ``first``..``last`` to grayscale PGM files (what tesseract reads fastest).
+
+    Pages that could not be drawn are left out; if none was, ChildProcessFailed says why.
+    """
+    rendered, error = run_in_child(
+        ocr_child.render_page_range,
+        str(path),
+        first,
+        last,
+        dpi,
+        str(out_dir),
+        settings.DOCUMENT_CHILD_TIMEOUT_S,
+        settings.DOCUMENT_CHILD_CPU_S,
+        **_child_limits(),
+    )
+    if not rendered:
+        raise ChildProcessFailed(error or f"pdftoppm produced no image for pages {first}-{last}")
+    if error:
+        logger.info("Rendering pages %s-%s of %s: %s", first, last, path.name, error)
+    return {number: Path(image) for number, image in rendered.items()}
 
 
 def recognise(image: Path, language: str) -> tuple[str, float | None]:
     """OCR one page image with a single-threaded tesseract: its text and mean word confidence."""
-    base = image.with_suffix("")
-    # OMP_THREAD_LIMIT=1: one tesseract per core is ~4x faster than one using both (see
-    # DEPENDENCY-NOTES); `env` execs tesseract in place, so the limits and the kill still apply.
-    _run(["env", "OMP_THREAD_LIMIT=1", "tesseract", str(image), str(base), "-l", language, "txt", "tsv"])
-    text_file, tsv_file = base.with_suffix(".txt"), base.with_suffix(".tsv")
-    try:
-        text = text_file.read_text(errors="replace")
-        confidences = []
-        for line in tsv_file.read_text(errors="replace").splitlines()[1:]:
-            fields = line.split("\t")
-            if len(fields) == 12 and fields[11].strip():
-                try:
-                    confidence = float(fields[10])
-                except ValueError:
-                    continue
-                if confidence >= 0:
-                    confidences.append(confidence)
-    finally:
-        text_file.unlink(missing_ok=True)
-        tsv_file.unlink(missing_ok=True)
-    mean = round(sum(confidences) / len(confidences), 1) if confidences else None
-    return text.strip(), mean
+    text, confidence, error = run_in_child(
+        ocr_child.read_page_image,
+        str(image),
+        language,
+        settings.DOCUMENT_CHILD_TIMEOUT_S,
+        settings.DOCUMENT_CHILD_CPU_S,
+        **_child_limits(),
+    )
+    if error:
+        raise ChildProcessFailed(error)
+    return text, confidence
 
 
 def render_first_page(path: Path, longest_side: int, out_dir: Path) -> Path:

@@ -19,15 +19,62 @@ def ocr_pool(pools, media_root, **env):
     return pools("pdf-processing", threads=2, env={"MEDIA_ROOT": str(media_root), **env})
 
 
+TOOLS = ("tesseract", "pdftoppm")
+
+
+def _is_isolation_child(process: psutil.Process) -> bool:
+    """A ``run_in_child`` process: its parent is the worker's multiprocessing forkserver."""
+    parent = process.parent()
+    return parent is not None and any("multiprocessing.forkserver" in part for part in parent.cmdline())
+
+
 def tools_under(pool) -> list[psutil.Process]:
-    """pdftoppm / tesseract processes started by the pool's workers."""
+    """pdftoppm / tesseract processes started by the pool's workers, and the isolation children
+    (pdf2image and pytesseract run in one) that start them."""
     found = []
     for worker in pool.worker_processes():
         try:
-            found += [p for p in worker.children(recursive=True) if p.name() in ("tesseract", "pdftoppm", "env")]
+            descendants = worker.children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for process in descendants:
+            try:
+                if process.name() in TOOLS or _is_isolation_child(process):
+                    found.append(process)
+            except psutil.NoSuchProcess:
+                pass
+    return found
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def tesseract_in_its_child(pool) -> list[psutil.Process]:
+    """The pool's tools, once they hold a tesseract whose parent is an isolation child."""
+    tools = tools_under(pool)
+    children = {p.pid for p in tools if _name(p) not in ("", *TOOLS)}
+    for process in tools:
+        try:
+            if _name(process) == "tesseract" and process.ppid() in children:
+                return tools
         except psutil.NoSuchProcess:
             pass
-    return found
+    return []
+
+
+def running_tools(processes: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
 
 
 def watch_progress(job, seen: list[tuple[int, str]]):
@@ -89,11 +136,11 @@ def test_cancelling_ocr_kills_its_tesseract_and_the_worker_stays_healthy(
     document = document_for(user, scanned_pages(8), pages=8)
     pool = ocr_pool(pools, media_root)
     job = start("pdf-ocr", user, file_id=str(document.id))
-    wait_for(lambda: any(p.name() == "tesseract" for p in tools_under(pool)), timeout=60, what="tesseract")
-    tools = tools_under(pool)
+    # (tesseract runs under pytesseract in an isolation child: the kill must take both)
+    tools = wait_for(lambda: tesseract_in_its_child(pool), timeout=60, what="tesseract in its isolation child")
     cancel_job(reload(job))
     assert reload(job).status == JobStatus.CANCELLED
-    wait_for(lambda: not any(p.is_running() and p.status() != "zombie" for p in tools), timeout=10, what="kill")
+    wait_for(lambda: running_tools(tools) == [], timeout=10, what="kill")
     wait_for(lambda: tools_under(pool) == [], timeout=10, what="no pdftoppm or tesseract left")
     for child in Job.objects.filter(parent=job):
         wait_terminal(child, timeout=20)
@@ -118,7 +165,7 @@ def test_a_page_range_over_the_time_limit_is_killed_with_its_child_processes(
     assert child.status == JobStatus.FAILED
     assert "timed out after 3 s" in child.error_message
     assert child.attempts == 1
-    assert not any(p.is_running() and p.status() != "zombie" for p in tools)
+    assert running_tools(tools) == []
     assert tools_under(pool) == []
     # The pages read before the limit are kept; the others carry the reason.
     failed = DocumentPage.objects.filter(document=document, status=PageStatus.FAILED)

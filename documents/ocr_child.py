@@ -1,0 +1,157 @@
+"""pdf2image and pytesseract calls, made inside a killable child process.
+
+``documents.pdf`` runs these functions through ``jobs.isolation.run_in_child``.
+The child leads its own process group, so the pdfinfo, pdftoppm and tesseract
+processes that pdf2image and pytesseract start are in it: a time limit or a
+cancel kills them with the child, and they inherit its memory and CPU limits.
+Nothing here needs Django (settings arrive as arguments), and only small
+values go in and out: paths, page numbers, text, and a readable error
+instead of an exception for what a retry may fix.
+
+Speed (DEPENDENCY-NOTES): page images go from pdftoppm to tesseract as PGM
+files whose path pytesseract hands straight to tesseract (a PNG round trip
+halved throughput), tesseract runs single-threaded (``OMP_THREAD_LIMIT=1``,
+one per worker slot), and a call never converts more than a page range.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytesseract
+from pdf2image import convert_from_path
+from pdf2image import pdf2image as pdf2image_module
+from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError, PDFSyntaxError
+
+
+class _ExitRecordingPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """pdf2image's Popen, remembering how each poppler tool exited (pdf2image does not look)."""
+
+    exits: ClassVar[list[tuple[str, int, bytes]]] = []
+
+    def communicate(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        out, err = super().communicate(*args, **kwargs)
+        command = self.args[0] if isinstance(self.args, (list, tuple)) else self.args
+        self.exits.append((Path(str(command)).name, self.returncode, err or b""))
+        return out, err
+
+
+def _describe_exit(tool: str, status: int, cpu_limit_s: int | None, stderr: bytes | str = b"") -> str:
+    if status == -signal.SIGXCPU and cpu_limit_s:
+        how = f"used more than its {cpu_limit_s} s CPU limit"
+    elif status == -signal.SIGKILL:
+        how = "was killed"
+    elif status < 0:
+        how = f"died of signal {signal.Signals(-status).name}"
+    else:
+        how = f"failed (exit {status})"
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    detail = " ".join(stderr.strip().splitlines()[-3:])[-300:]
+    return f"{tool} {how}" + (f": {detail}" if detail else "")
+
+
+def _why_missing(cpu_limit_s: int | None) -> str:
+    for tool, status, stderr in reversed(_ExitRecordingPopen.exits):
+        if tool == "pdftoppm" and status != 0:
+            return _describe_exit(tool, status, cpu_limit_s, stderr)
+    return "pdftoppm produced no image"
+
+
+def _poppler_failure(exc: Exception, timeout_s: float) -> str:
+    if isinstance(exc, PDFPopplerTimeoutError):
+        return f"pdftoppm took longer than {timeout_s} s"
+    if isinstance(exc, PDFPageCountError):
+        return f"pdfinfo failed: {str(exc).strip()[-300:]}"
+    return f"pdftoppm failed: {str(exc).strip()[-300:]}"
+
+
+def _page_number(image: Path, prefix: str) -> int | None:
+    """The page number in pdftoppm's ``<prefix>-<page>.<ext>`` name (zero-padded), if it is ours."""
+    name, _, number = image.stem.rpartition("-")
+    return int(number) if name == prefix and number.isdigit() else None
+
+
+def render_page_range(
+    pdf_path: str, first: int, last: int, dpi: int, out_dir: str, timeout_s: float, cpu_limit_s: int | None
+) -> tuple[dict[int, str], str]:
+    """Rasterise pages ``first``..``last`` to grayscale PGM files in ``out_dir``.
+
+    Returns the image path of each page drawn and, when a page is missing, why.
+    """
+    prefix = f"p{first}"
+    # Only in this child process, which ends after this call.
+    pdf2image_module.Popen = _ExitRecordingPopen  # type: ignore[misc]
+    try:
+        paths = convert_from_path(
+            pdf_path,
+            dpi=dpi,
+            first_page=first,
+            last_page=last,
+            grayscale=True,
+            fmt="ppm",  # with grayscale: PGM, which tesseract reads without decoding a PNG
+            output_folder=out_dir,
+            # A generator is used as is; a string would get pdf2image's own counter appended.
+            output_file=(name for name in [prefix]),
+            paths_only=True,
+            timeout=math.ceil(timeout_s),
+        )
+    except (PDFPopplerTimeoutError, PDFPageCountError, PDFSyntaxError) as exc:
+        return {}, _poppler_failure(exc, timeout_s)
+    rendered: dict[int, str] = {}
+    for path in paths:
+        number = _page_number(Path(str(path)), prefix)  # paths_only: strings, not images
+        if number is not None and first <= number <= last:
+            rendered[number] = str(path)
+    missing = [number for number in range(first, last + 1) if number not in rendered]
+    if not missing:
+        return rendered, ""
+    pages = f"page {missing[0]}" if len(missing) == 1 else f"pages {missing[0]}-{missing[-1]}"
+    return rendered, f"{_why_missing(cpu_limit_s)} ({pages} missing)"
+
+
+def _mean_confidence(tsv: str) -> float | None:
+    confidences = []
+    for line in tsv.splitlines()[1:]:
+        fields = line.split("\t")
+        if len(fields) == 12 and fields[11].strip():
+            try:
+                confidence = float(fields[10])
+            except ValueError:
+                continue
+            if confidence >= 0:
+                confidences.append(confidence)
+    return round(sum(confidences) / len(confidences), 1) if confidences else None
+
+
+def read_page_image(
+    image: str, language: str, timeout_s: float, cpu_limit_s: int | None
+) -> tuple[str, float | None, str]:
+    """OCR one page image with a single-threaded tesseract: (text, mean word confidence, error)."""
+    # One tesseract per worker slot is ~4x faster than one using every core (DEPENDENCY-NOTES);
+    # pytesseract starts tesseract with this process's environment.
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    # pytesseract's output files go next to the image, in the scratch directory the parent
+    # removes, so that a child killed mid-page leaves nothing behind in /tmp.
+    tempfile.tempdir = str(Path(image).parent)
+    try:
+        # One tesseract run for both outputs (txt and tsv), fed the image file as it is.
+        text, tsv = pytesseract.run_and_get_multiple_output(
+            image,
+            extensions=["txt", "tsv"],
+            lang=language,
+            timeout=timeout_s,
+        )
+    except pytesseract.TesseractError as exc:
+        return "", None, _describe_exit("tesseract", exc.status, cpu_limit_s, str(exc.message))
+    except RuntimeError as exc:
+        if "timeout" not in str(exc):
+            raise
+        return "", None, f"tesseract took longer than {timeout_s} s"
+    return str(text).strip(), _mean_confidence(str(tsv)), ""
