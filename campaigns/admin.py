@@ -135,7 +135,9 @@ class CampaignAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         super().save_model(request, obj, form, change)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None or obj.status == CampaignStatus.DRAFT
+        # Only drafts can go, and only for staff the permissions allow to delete campaigns.
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or obj.status == CampaignStatus.DRAFT)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Campaign) -> str:

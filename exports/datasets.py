@@ -38,6 +38,9 @@ def _text(raw: Any) -> str:
     value = str(raw)
     if len(value) > 200:
         raise ValueError("at most 200 characters")
+    if "\x00" in value:
+        # PostgreSQL can store a NUL neither in text nor in jsonb: the request would end in a 500.
+        raise ValueError("must not contain NUL characters")
     return value
 
 

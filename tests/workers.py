@@ -17,9 +17,7 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_for(
-    condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = ""
-) -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
     """Poll until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -45,9 +43,7 @@ def database_url() -> str:
 class WorkerPool:
     """One `rundramatiq` pool (a main process and its worker processes) for one queue."""
 
-    def __init__(
-        self, queue: str, *, processes: int = 1, threads: int = 1, env: dict[str, str] | None = None
-    ):
+    def __init__(self, queue: str, *, processes: int = 1, threads: int = 1, env: dict[str, str] | None = None):
         self.queue = queue
         self.processes = processes
         self.threads = threads

@@ -58,6 +58,9 @@ class JobStartView(APIView):
         key = request.headers.get(IDEMPOTENCY_HEADER) or None
         if key is not None and len(key) > 128:
             raise ValidationError({IDEMPOTENCY_HEADER: ["at most 128 characters"]})
+        if key is not None and "\x00" in key:
+            # PostgreSQL text cannot hold a NUL. HTTP servers usually refuse such a header; in-process clients pass it.
+            raise ValidationError({IDEMPOTENCY_HEADER: ["must not contain NUL characters"]})
         payload = kind.serializer(data=request.data, context={"request": request})
         payload.is_valid(raise_exception=True)
         outcome = services.start_job(kind, request.user, dict(payload.validated_data), idempotency_key=key)

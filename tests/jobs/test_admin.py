@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 from django.test import Client
 
@@ -23,7 +25,7 @@ def _job(status: str, **fields):
 @pytest.fixture
 def admin_client() -> Client:
     client = Client()
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    client.force_login(cast(Any, UserFactory(is_staff=True, is_superuser=True)))
     return client
 
 

@@ -15,9 +15,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _job_for(owner, status=JobStatus.QUEUED, **fields):
-    job = build_job(
-        job_type="canary", queue="maintenance", actor="canary_maintenance", arguments={}, owner=owner
-    )
+    job = build_job(job_type="canary", queue="maintenance", actor="canary_maintenance", arguments={}, owner=owner)
     job.status = status
     for key, value in fields.items():
         setattr(job, key, value)
@@ -126,8 +124,7 @@ def test_idempotency_keys_are_per_user(staff, db):
         client.force_authenticate(person)
         clients.append(client)
     ids = {
-        c.post("/api/jobs/canary", CANARY, format="json", HTTP_IDEMPOTENCY_KEY="k").json()["job_id"]
-        for c in clients
+        c.post("/api/jobs/canary", CANARY, format="json", HTTP_IDEMPOTENCY_KEY="k").json()["job_id"] for c in clients
     }
     assert len(ids) == 2
 

@@ -50,9 +50,7 @@ def test_job_posted_while_redis_is_down_is_sent_when_it_is_back_and_runs_once(
     # Given Redis is down
     private_redis.stop()
     # When a job is posted through the API
-    response = staff_api.post(
-        "/api/jobs/test-record-run", {"queue": "maintenance", "seconds": 0}, format="json"
-    )
+    response = staff_api.post("/api/jobs/test-record-run", {"queue": "maintenance", "seconds": 0}, format="json")
     # Then the API still accepts it
     assert response.status_code == 202, response.content
     job_id = response.json()["job_id"]

@@ -11,9 +11,7 @@ from tests.workers import wait_for
 
 
 def _job(actor: str, **arguments):
-    job = build_job(
-        job_type=actor, queue="maintenance", actor=actor, arguments={"queue": "maintenance", **arguments}
-    )
+    job = build_job(job_type=actor, queue="maintenance", actor=actor, arguments={"queue": "maintenance", **arguments})
     return create_jobs([job])[0]
 
 
