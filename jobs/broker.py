@@ -150,6 +150,28 @@ class ConveyorRedisBroker(RedisBroker):
         for message in prepared:
             self.emit_after("enqueue", message, None)
 
+    def ack_many(self, queue_name: str, redis_message_ids: list[str]) -> None:
+        """Acknowledge several messages of one queue in one pipelined round trip."""
+        dispatch = self.scripts["dispatch"]
+        with self.client.pipeline(transaction=False) as pipe:
+            for redis_message_id in redis_message_ids:
+                dispatch(
+                    args=[
+                        "ack",
+                        current_millis(),
+                        queue_name,
+                        self.broker_id,
+                        self.heartbeat_timeout,
+                        self.dead_message_ttl,
+                        "0",
+                        self._max_unpack_size(),
+                        redis_message_id,
+                    ],
+                    keys=[self.namespace],
+                    client=pipe,
+                )
+            pipe.execute()
+
     # -- liveness -------------------------------------------------------
     def heartbeat(self, queue_name: str, *, maintenance: bool = False) -> None:
         """Record this process's heartbeat; optionally requeue dead workers' messages now."""
@@ -266,15 +288,19 @@ class _ConveyorConsumer(_RedisConsumer):
         with self._held_lock:
             held, self._held = self._held, []
         still_held = []
+        released = []
         deadline = time.monotonic() + wait_s
         for message, gate in held:
             if gate.is_open or gate.wait(max(0.0, deadline - time.monotonic())):
-                self.broker.do_ack(self.queue_name, message.options["redis_message_id"])
+                released.append(message.options["redis_message_id"])
             else:
                 still_held.append((message, gate))
         if still_held:
             with self._held_lock:
                 self._held.extend(still_held)
+        if released:
+            # One round trip for all of them: this thread also fetches for every slot.
+            self.broker.ack_many(self.queue_name, released)
 
     def close(self) -> None:
         try:
