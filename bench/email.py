@@ -51,6 +51,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_campaigns")
 os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench-campaigns")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
+
+from bench.processes import stop as stop_process  # noqa: E402 - needs the project root on the path
+
 WORK = ROOT / "var" / "bench-email"
 HEADER = "X-Conveyor-Delivery"
 
@@ -244,15 +247,6 @@ def _pool(sink: Sink, processes: int, threads: int, extra: dict[str, str]) -> su
     return proc
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _run_campaign(user_ids: list[int], timeout: float) -> float:
     from django.contrib.auth import get_user_model
 
@@ -299,7 +293,7 @@ def bench_job(emails: int, processes: int, threads: int) -> float:
     try:
         elapsed = _run_campaign(user_ids, timeout=600)
     finally:
-        _stop(pool)
+        stop_process(pool)
     _wait_lines(sink, emails)
     received = [header for _, header in sink.lines()]
     sink.stop()
@@ -321,7 +315,7 @@ def bench_limiter(emails: int, limit: int, window: float, processes: int, thread
     try:
         elapsed = _run_campaign(user_ids, timeout=emails * window / limit * 3 + 60)
     finally:
-        _stop(pool)
+        stop_process(pool)
     times = sorted(at for at, _ in sink.lines())
     sink.stop()
     worst, start = 0, 0

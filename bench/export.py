@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -29,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # not bench/: bench/email.py would shadow the standard library
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_exports")
 os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench-exports")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "bench-exports"))
+
+from bench.processes import stop  # noqa: E402 - needs the project root on the path
 
 
 def _ensure_database() -> None:
@@ -174,15 +175,6 @@ def _start_worker() -> subprocess.Popen[bytes]:
     return proc
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -238,7 +230,7 @@ def main() -> None:
                 results.append(line)
                 print(line, flush=True)
     finally:
-        _stop(worker)
+        stop(worker)
         shutil.rmtree(media, ignore_errors=True)
     print("\nsummary (peak memory target: under 100 MB and the same for both sizes)")
     print("\n".join(results))

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,19 +29,7 @@ os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("BENCH_REDIS_URL", os.environ["REDIS_URL"])
 
-
-def _start(args: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    (ROOT / "var").mkdir(exist_ok=True)
-    with open(ROOT / "var" / log, "wb") as out:
-        return subprocess.Popen(args, cwd=ROOT, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+from bench.processes import start_logged, stop  # noqa: E402 - needs the project root on the path
 
 
 def _pause() -> None:
@@ -55,7 +41,7 @@ def plain(jobs: int) -> list[float]:
 
     client = app.broker.client
     client.delete("bench-plain:pickup")
-    proc = _start(
+    proc = start_logged(
         [
             sys.executable,
             "-m",
@@ -68,7 +54,7 @@ def plain(jobs: int) -> list[float]:
             "--queues",
             "bench-latency",
         ],
-        "bench-latency-plain.log",
+        ROOT / "var" / "bench-latency-plain.log",
     )
     time.sleep(5)
     for _ in range(jobs):
@@ -77,7 +63,7 @@ def plain(jobs: int) -> list[float]:
     deadline = time.monotonic() + 60
     while client.llen("bench-plain:pickup") < jobs and time.monotonic() < deadline:
         time.sleep(0.05)
-    _stop(proc)
+    stop(proc)
     return [float(value) * 1000 for value in client.lrange("bench-plain:pickup", 0, -1)]
 
 
@@ -93,9 +79,9 @@ def conveyor(jobs: int) -> list[float]:
 
     call_command("migrate", verbosity=0)
     env = {**os.environ, "QUEUE_MAINTENANCE_THREADS": "1", "dramatiq_queue_prefetch": "1"}
-    proc = _start(
+    proc = start_logged(
         [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "1", "--queues", "maintenance"],
-        "bench-latency-conveyor.log",
+        ROOT / "var" / "bench-latency-conveyor.log",
         env,
     )
     time.sleep(6)
@@ -107,7 +93,7 @@ def conveyor(jobs: int) -> list[float]:
     deadline = time.monotonic() + 60
     while Job.objects.filter(id__in=ids, status=JobStatus.COMPLETED).count() < jobs and time.monotonic() < deadline:
         time.sleep(0.1)
-    _stop(proc)
+    stop(proc)
     return [
         (started - created).total_seconds() * 1000
         for created, started in Job.objects.filter(id__in=ids).values_list("created_at", "started_at")

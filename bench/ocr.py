@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,12 +38,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # not bench/: bench/email.py would shadow the standard library
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_documents")
 os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench-documents")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "bench-documents"))
+
+from bench.processes import stop as stop_process  # noqa: E402 - needs the project root on the path
 
 WORK = Path(os.environ["MEDIA_ROOT"])
 
@@ -215,15 +216,6 @@ def start_pool(parallel: int, dpi: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def stop_pool(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def run_job(path: Path, owner: Any, memory: TreeMemory) -> tuple[float, float, float, dict[str, Any]]:
     """OCR a PDF through the pdf-ocr job: (pages/min, peak MB of the pool tree, CPU s per page, result).
 
@@ -318,7 +310,7 @@ def main() -> None:
             )
             print(f"peak memory {args.large_pages} vs {args.pages} pages: {large_peak / peak:.2f}x")
     finally:
-        stop_pool(pool)
+        stop_process(pool)
         shutil.rmtree(WORK, ignore_errors=True)
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,21 +30,8 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("BENCH_REDIS_URL", os.environ["REDIS_URL"])
-LOGS = ROOT / "var"
 
-
-def _start(args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    LOGS.mkdir(exist_ok=True)
-    with open(LOGS / log_name, "wb") as log:
-        return subprocess.Popen(args, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+from bench.processes import start_logged, stop  # noqa: E402 - needs the project root on the path
 
 
 def bench_plain(jobs: int, processes: int, threads: int) -> tuple[float, float]:
@@ -58,7 +43,7 @@ def bench_plain(jobs: int, processes: int, threads: int) -> tuple[float, float]:
     for _ in range(jobs):
         app.noop.send()
     enqueue_rate = jobs / (time.monotonic() - started)
-    proc = _start(
+    proc = start_logged(
         [
             sys.executable,
             "-m",
@@ -71,7 +56,7 @@ def bench_plain(jobs: int, processes: int, threads: int) -> tuple[float, float]:
             "--queues",
             "bench",
         ],
-        "bench-plain.log",
+        ROOT / "var" / "bench-plain.log",
     )
     deadline = time.monotonic() + 300
     while app.broker.do_qsize("bench") >= jobs:
@@ -84,7 +69,7 @@ def bench_plain(jobs: int, processes: int, threads: int) -> tuple[float, float]:
             raise SystemExit("the plain Dramatiq workers stalled; see var/bench-plain.log")
         time.sleep(0.005)
     processing_rate = jobs / (time.monotonic() - first)
-    _stop(proc)
+    stop(proc)
     return enqueue_rate, processing_rate
 
 
@@ -118,7 +103,7 @@ def bench_conveyor(jobs: int, processes: int, threads: int) -> tuple[float, floa
         "QUEUE_MAINTENANCE_THREADS": str(threads),
         "dramatiq_queue_prefetch": str(threads),
     }
-    proc = _start(
+    proc = start_logged(
         [
             sys.executable,
             "manage.py",
@@ -130,7 +115,7 @@ def bench_conveyor(jobs: int, processes: int, threads: int) -> tuple[float, floa
             "--queues",
             "maintenance",
         ],
-        "bench-conveyor.log",
+        ROOT / "var" / "bench-conveyor.log",
         env,
     )
     deadline = time.monotonic() + 600
@@ -138,7 +123,7 @@ def bench_conveyor(jobs: int, processes: int, threads: int) -> tuple[float, floa
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("the Conveyor workers stopped or stalled; see var/bench-conveyor.log")
         time.sleep(0.2)
-    _stop(proc)
+    stop(proc)
     span = Job.objects.filter(queue="maintenance").aggregate(Min("started_at"), Max("finished_at"))
     seconds = (span["finished_at__max"] - span["started_at__min"]).total_seconds()
     return enqueue_rate, jobs / seconds
