@@ -208,7 +208,8 @@ case "$target" in
         fi
         ;;
     test)
-        ensure_debs redis-server tesseract-ocr tesseract-ocr-eng poppler-utils
+        # chromium drives the browser tests; docker-compose validates docker/.
+        ensure_debs redis-server tesseract-ocr tesseract-ocr-eng poppler-utils chromium docker-compose
         if uses_postgres && ! postgres_installed && ! pg_ready; then
             ensure_debs postgresql
         fi
