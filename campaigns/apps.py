@@ -9,4 +9,7 @@ class CampaignsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers email-batch and email-digest with the job platform.
-        from campaigns import job_types  # noqa: F401
+        from campaigns import job_types, ops  # noqa: F401
+
+        # The email rate alert's input and the weekly report's delivery-rate column.
+        ops.register()

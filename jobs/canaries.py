@@ -9,9 +9,15 @@ from jobs.models import Job, JobPriority
 from jobs.queues import queue_names
 from jobs.services import build_job, create_jobs
 
+#: Idempotency key prefix of the canaries a worker process sends when it starts (``jobs.middleware.presence``).
+WORKER_START_KEY_PREFIX = "worker-start:"
 
-def send_canaries(queues: list[str] | None = None, *, seconds: float = 0.0) -> list[Job]:
-    """Enqueue one canary on each queue (high priority: it measures pickup, not backlog)."""
+
+def send_canaries(queues: list[str] | None = None, *, seconds: float = 0.0, key_prefix: str = "") -> list[Job]:
+    """Enqueue one canary on each queue (high priority: it measures pickup, not backlog).
+
+    ``key_prefix``: each canary's idempotency key is the prefix and its queue (tells them apart).
+    """
     jobs = []
     for queue in queues or queue_names():
         plan = plan_canary(
@@ -26,6 +32,7 @@ def send_canaries(queues: list[str] | None = None, *, seconds: float = 0.0) -> l
                 arguments=plan.arguments,
                 priority=plan.priority,
                 estimated_duration_s=1.0,
+                idempotency_key=f"{key_prefix}{queue}"[:128] if key_prefix else None,
             )
         )
     with transaction.atomic():

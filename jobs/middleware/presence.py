@@ -1,7 +1,10 @@
 """Each worker process announces itself in Redis: what it consumes and what it runs.
 
 The health endpoint and the console read these entries; an entry older than
-the heartbeat timeout belongs to a worker that is gone.
+the heartbeat timeout belongs to a worker that is gone. Once booted, each
+worker process also sends a canary to its queues: its pickup is what proves
+a new pool consuming (see ``jobs.health``) without waiting for the
+scheduler's next one.
 """
 
 from __future__ import annotations
@@ -69,8 +72,30 @@ class WorkerPresence(Middleware):
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self._running.pop(message.message_id, None)
 
+    def _send_boot_canaries(self, broker: dramatiq.Broker) -> None:
+        from django.db import connection
+
+        from jobs.canaries import WORKER_START_KEY_PREFIX, send_canaries
+        from jobs.queues import queue_names
+
+        queues = [queue for queue in self._queues if queue in queue_names()]
+        if not queues:
+            return
+        try:
+            prefix = f"{WORKER_START_KEY_PREFIX}{getattr(broker, 'broker_id', os.getpid())}:"
+            send_canaries(queues, key_prefix=prefix)
+        except Exception:
+            logger.warning("Could not send this worker's start-up canaries", exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection; it is not used again
+
     def _announce_loop(self, broker: dramatiq.Broker) -> None:
         interval = settings.DRAMATIQ_HEARTBEAT_INTERVAL_MS / 1000
+        try:
+            self._announce(broker)
+        except Exception:
+            logger.warning("Could not announce this worker; trying again", exc_info=True)
+        self._send_boot_canaries(broker)
         while True:
             try:
                 self._announce(broker)

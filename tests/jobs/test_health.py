@@ -5,14 +5,20 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
+from jobs.health import _presence_entries, live_workers
 from jobs.models import JobStatus
-from tests.jobs.helpers import canary, wait_terminal
+from jobs.pausing import pause_queue, resume_queue
+from tests.jobs.helpers import canary, wait_status, wait_terminal
 from tests.workers import wait_for
 
 
 def _health(client: APIClient):
     response = client.get("/workers/health")
     return response.status_code, response.json()
+
+
+def _queue_ok(queue: str) -> bool:
+    return bool(_health(APIClient())[1]["queues"][queue]["ok"])
 
 
 @pytest.mark.slow
@@ -28,11 +34,56 @@ def test_health_is_503_until_every_queue_has_a_worker_and_200_after(pools):
     assert body["ok"] is True and body["redis"] == "ok" and body["database"] == "ok"
     assert body["queues"]["maintenance"]["last_canary_latency_ms"] is not None
     # When the only worker of a queue stops, health turns 503 again
-    started[0].stop()
+    stopped = started[0]
+    stopped.stop()
     wait_for(lambda: _health(client)[0] == 503, timeout=30, what="the stopped queue to be reported")
+    assert _health(client)[1]["queues"][stopped.queue]["live_workers"] == 0
+    # And back to 200 when it returns (its start-up canary proves it consuming)
+    pools(stopped.queue, threads=1)
+    wait_for(lambda: _health(client)[0] == 200, timeout=30, what="the returned worker to be reported")
+
+
+@pytest.mark.slow
+def test_a_busy_worker_is_alive_and_a_stuck_one_is_not(pools, settings):
+    # Given the only worker of a queue, proven consuming by its start-up canary
+    pools("csv-export", threads=1)
+    wait_for(lambda: _queue_ok("csv-export"), timeout=30, what="the worker to be live")
+    settings.WORKER_CONSUMING_WITHIN_S = 5
+    # When its one slot runs a long job that reports progress every 0.2 s
+    busy = canary("csv-export", seconds=90, steps=450)
+    wait_status(busy, JobStatus.ACTIVE)
+    # Then, once its canary is older than the limit, it is alive because it is busy
+    wait_for(lambda: [w["consuming"] for w in live_workers()] == ["busy"], timeout=30, what="alive as busy")
+    # When its slot runs a job that reports no progress (a consumer that is stuck)
+    busy.request_cancel()
+    wait_status(busy, JobStatus.CANCELLED)
+    stuck = canary("csv-export", seconds=40, steps=1)
+    wait_status(stuck, JobStatus.ACTIVE)
+    # Then the worker still heartbeats but is not alive: the queue is reported down
+    wait_for(lambda: not _queue_ok("csv-export"), timeout=30, what="the stuck worker to be reported")
+    assert _presence_entries(), "the worker still heartbeats"
+    stuck.request_cancel()
 
 
 def test_health_has_no_secrets(db, clean_redis):
     body = APIClient().get("/workers/health").content.decode()
     for secret in ("postgres://", "redis://", "SECRET", "password"):
         assert secret not in body
+
+
+@pytest.mark.slow
+def test_a_worker_of_a_paused_queue_stays_alive(pools, settings):
+    # Given the live worker of a queue that is then paused (it stops consuming on purpose)
+    pools("csv-export", threads=1)
+    wait_for(lambda: _queue_ok("csv-export"), timeout=30, what="the worker to be live")
+    pause_queue("csv-export")
+    try:
+        settings.WORKER_CONSUMING_WITHIN_S = 2
+        # When its last canary is older than the limit, the worker still counts as alive
+        wait_for(lambda: [w["consuming"] for w in live_workers()] == ["paused"], timeout=30, what="alive as paused")
+        assert _queue_ok("csv-export")
+    finally:
+        resume_queue("csv-export")
+    # Once resumed, a canary proves it consuming again
+    assert wait_terminal(canary("csv-export")).status == JobStatus.COMPLETED
+    assert [w["consuming"] for w in live_workers()] == ["canary"]

@@ -70,6 +70,7 @@ JOB_TYPE_EXPECTATIONS: dict[str, dict[str, int]] = {
     "email-digest": {"anonymous": 401, "user_a": 403, "user_b": 403, "staff": 202},
     "cleanup": {"anonymous": 401, "user_a": 403, "user_b": 403, "staff": 202},
     "thumbnail-maintenance": {"anonymous": 401, "user_a": 403, "user_b": 403, "staff": 202},
+    "weekly-report": {"anonymous": 401, "user_a": 403, "user_b": 403, "staff": 202},
 }
 # Registered by the test settings' tests.testapp only; never served in production.
 TEST_ONLY_JOB_TYPES = {"test-sleep-subprocess", "test-sleep-child-c", "test-record-run", "test-fanout"}
@@ -151,6 +152,7 @@ def _job_payload(world: World, job_type: str) -> dict[str, Any]:
         "email-digest": {},
         "cleanup": {},
         "thumbnail-maintenance": {},
+        "weekly-report": {},
     }
     return payloads[job_type]
 
@@ -328,6 +330,7 @@ def _admin_rows(world: World) -> dict[type, Any]:
     from django_dramatiq.models import Task
     from rest_framework.authtoken.models import TokenProxy
 
+    from jobs.alerts.models import Alert
     from jobs.models import Job
     from jobs.scheduling.models import Schedule, ScheduleFire
 
@@ -352,6 +355,7 @@ def _admin_rows(world: World) -> dict[type, Any]:
             job=apscheduler_job, status="Executed", run_time=timezone.now()
         ),
         Task: Task.tasks.create(id=message.message_id, message_data=message.encode(), actor_name="canary"),
+        Alert: Alert.objects.create(rule="backlog", subject="maintenance", summary="proof"),
     }
     return rows
 

@@ -13,8 +13,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from jobs.alerts.evaluator import evaluate_alerts
 from jobs.reconciler import reconcile_once
 from jobs.scheduling.runner import Duty, SchedulerProcess
+from jobs.stats import roll_up
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class Command(BaseCommand):
         duties = []
         if not options["no_default_duties"]:
             duties.append(Duty("reconciler", settings.JOBS_RECONCILE_INTERVAL_S, reconcile_once))
+            duties.append(Duty("alerts", settings.ALERTS_EVALUATE_INTERVAL_S, evaluate_alerts))
+            duties.append(Duty("job-stats", settings.JOBS_STATS_ROLLUP_INTERVAL_S, roll_up))
         process = SchedulerProcess(refresh_s=refresh_s, duties=duties, max_workers=settings.SCHEDULER_THREADS)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: process.stop())
