@@ -118,6 +118,19 @@ JOBS_IDEMPOTENCY_TTL_S = env_int("JOBS_IDEMPOTENCY_TTL_S", 24 * 3600)
 JOBS_ERROR_MAX_CHARS = env_int("JOBS_ERROR_MAX_CHARS", 2_000)
 JOBS_TRACEBACK_MAX_CHARS = env_int("JOBS_TRACEBACK_MAX_CHARS", 20_000)
 
+# --- Live progress (WebSocket) ----------------------------------------------
+# Job status and progress events go to WebSocket clients through Redis pub/sub
+# (channels_redis' pub/sub layer; one host). The prefix carries the namespace:
+# pub/sub channels ignore the Redis database number, so tests and `make run`
+# on one Redis must differ here.
+JOBS_LIVE_EVENTS = env_bool("JOBS_LIVE_EVENTS", True)
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{DRAMATIQ_NAMESPACE}:live"},
+    }
+}
+
 DRAMATIQ_BROKER = {
     "BROKER": "jobs.broker.ConveyorRedisBroker",
     "OPTIONS": {
@@ -202,6 +215,11 @@ EMAIL_MAX_ATTEMPTS_PER_RECIPIENT = env_int("EMAIL_MAX_ATTEMPTS_PER_RECIPIENT", 3
 # After a 4xx answer, the batch tries those recipients again this much later.
 EMAIL_TEMPORARY_RETRY_DELAY_S = env_float("EMAIL_TEMPORARY_RETRY_DELAY_S", 60.0)
 EMAIL_PROGRESS_INTERVAL_S = env_float("EMAIL_PROGRESS_INTERVAL_S", 0.5)
+# Delivery status writes (one per message) commit without waiting for the disk flush
+# (PostgreSQL's synchronous_commit=off for that connection): a killed worker loses none
+# of them; only a crash of PostgreSQL itself can lose the last ~0.6 s of them, whose
+# messages would then be sent again. False: every status write waits for the flush.
+EMAIL_DELIVERY_ASYNC_COMMIT = env_bool("EMAIL_DELIVERY_ASYNC_COMMIT", True)
 # The daily digest goes to users who logged in or started a job within this many days.
 DIGEST_ACTIVE_DAYS = env_int("DIGEST_ACTIVE_DAYS", 30)
 
@@ -239,6 +257,63 @@ SCHEDULER_THREADS = env_int("SCHEDULER_THREADS", 2)
 JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30)
 # Job ids per DELETE in the cleanup (attempts cascade).
 JOBS_CLEANUP_BATCH = env_int("JOBS_CLEANUP_BATCH", 5000)
+
+# --- Console (the admin's queue overview) ---
+# How often the scheduler rolls finished jobs up into hourly statistics (the console reads those).
+JOBS_STATS_ROLLUP_INTERVAL_S = env_float("JOBS_STATS_ROLLUP_INTERVAL_S", 60.0)
+# On its first run the roll-up counts this many past hours (the console charts a week).
+JOBS_STATS_BACKFILL_HOURS = env_int("JOBS_STATS_BACKFILL_HOURS", 8 * 24)
+
+# --- Operations: health, metrics, alerts, Sentry ---------------------------
+# A worker counts as alive when it heartbeated within N seconds...
+WORKER_ALIVE_HEARTBEAT_S = env_float("WORKER_ALIVE_HEARTBEAT_S", DRAMATIQ_HEARTBEAT_TIMEOUT_MS / 1000)
+# ...and is still consuming: its queue's canary was picked up within M seconds (the scheduler
+# sends one a minute), or every slot runs a job that reported progress within M seconds.
+WORKER_CONSUMING_WITHIN_S = env_float("WORKER_CONSUMING_WITHIN_S", 150.0)
+# Bearer token of GET /metrics; unset, the endpoint answers 404.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Job durations in /metrics come from jobs finished within this window.
+METRICS_DURATION_WINDOW_S = env_int("METRICS_DURATION_WINDOW_S", 3600)
+SLACK_WEBHOOK_URL = env_str("SLACK_WEBHOOK_URL", "")
+PAGER_WEBHOOK_URL = env_str("PAGER_WEBHOOK_URL", "")
+ALERTS_EVALUATE_INTERVAL_S = env_float("ALERTS_EVALUATE_INTERVAL_S", 60.0)
+# Tries of one webhook post per evaluation (with a short backoff); an undelivered message is
+# tried again at the next evaluations, up to ALERT_NOTIFY_MAX_EVALUATIONS of them.
+ALERT_WEBHOOK_ATTEMPTS = env_int("ALERT_WEBHOOK_ATTEMPTS", 3)
+ALERT_WEBHOOK_BACKOFF_S = env_float("ALERT_WEBHOOK_BACKOFF_S", 0.5)
+ALERT_WEBHOOK_TIMEOUT_S = env_float("ALERT_WEBHOOK_TIMEOUT_S", 5.0)
+ALERT_NOTIFY_MAX_EVALUATIONS = env_int("ALERT_NOTIFY_MAX_EVALUATIONS", 30)
+# Each rule: a threshold, and how long (s) it must hold before the alert fires.
+ALERT_BACKLOG_THRESHOLD = env_float("ALERT_BACKLOG_THRESHOLD", 100)
+ALERT_BACKLOG_FOR_S = env_float("ALERT_BACKLOG_FOR_S", 600)
+ALERT_FAILURE_RATE_THRESHOLD = env_float("ALERT_FAILURE_RATE_THRESHOLD", 0.05)
+ALERT_FAILURE_RATE_FOR_S = env_float("ALERT_FAILURE_RATE_FOR_S", 0)
+ALERT_FAILURE_RATE_WINDOW_S = env_float("ALERT_FAILURE_RATE_WINDOW_S", 3600)
+# Fewer finished jobs than this in the window: no failure rate is computed (1 of 1 is not 100 %).
+ALERT_FAILURE_RATE_MIN_JOBS = env_int("ALERT_FAILURE_RATE_MIN_JOBS", 20)
+ALERT_NO_WORKER_THRESHOLD = env_float("ALERT_NO_WORKER_THRESHOLD", 1)
+ALERT_NO_WORKER_FOR_S = env_float("ALERT_NO_WORKER_FOR_S", 300)
+ALERT_REDIS_MEMORY_THRESHOLD = env_float("ALERT_REDIS_MEMORY_THRESHOLD", 0.8)
+ALERT_REDIS_MEMORY_FOR_S = env_float("ALERT_REDIS_MEMORY_FOR_S", 0)
+ALERT_OCR_DURATION_THRESHOLD = env_float("ALERT_OCR_DURATION_THRESHOLD", 600)
+ALERT_OCR_DURATION_FOR_S = env_float("ALERT_OCR_DURATION_FOR_S", 0)
+ALERT_EMAIL_RATE_THRESHOLD = env_float("ALERT_EMAIL_RATE_THRESHOLD", 80)
+ALERT_EMAIL_RATE_FOR_S = env_float("ALERT_EMAIL_RATE_FOR_S", 300)
+ALERT_EXPORT_TIMEOUT_THRESHOLD = env_float("ALERT_EXPORT_TIMEOUT_THRESHOLD", 1)
+ALERT_EXPORT_TIMEOUT_FOR_S = env_float("ALERT_EXPORT_TIMEOUT_FOR_S", 0)
+ALERT_THUMBNAILS_DURATION_THRESHOLD = env_float("ALERT_THUMBNAILS_DURATION_THRESHOLD", 120)
+ALERT_THUMBNAILS_DURATION_FOR_S = env_float("ALERT_THUMBNAILS_DURATION_FOR_S", 0)
+# Rules about single jobs (slow OCR, slow thumbnails, exports timed out) look back this far:
+# the alert stays firing while an offending job finished within the window.
+ALERT_JOB_LOOKBACK_S = env_float("ALERT_JOB_LOOKBACK_S", 900)
+SENTRY_DSN = env_str("SENTRY_DSN", "")
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", "production")
+if SENTRY_DSN:
+    from jobs.middleware.sentry_tags import init_sentry
+
+    init_sentry(SENTRY_DSN, SENTRY_ENVIRONMENT)
+    # Tags each worker event with the job's id and type (after the mirror, which knows the job).
+    DRAMATIQ_BROKER["MIDDLEWARE"].append("jobs.middleware.sentry_tags.SentryJobTags")  # type: ignore[attr-defined]
 
 # --- Misc -----------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

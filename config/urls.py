@@ -6,10 +6,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
 from jobs.api.health import workers_health
+from jobs.api.metrics import metrics
 
 urlpatterns = [
+    # The queue overview lives under the admin (its login, its look); before admin/ so it is matched first.
+    path("admin/queues/", include("jobs.console")),
     path("admin/", admin.site.urls),
     path("workers/health", workers_health, name="workers-health"),
+    path("metrics", metrics, name="metrics"),
     path("api/auth/token", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
@@ -17,6 +21,7 @@ urlpatterns = [
     path("api/", include("documents.api.urls")),
     path("api/", include("campaigns.api.urls")),
     path("api/", include("exports.api.urls")),
+    path("", include("jobs.urls")),  # /jobs/<id>/ (live progress page), /accounts/login/
 ]
 
 handler404 = "jobs.api.errors.not_found"

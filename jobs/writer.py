@@ -24,6 +24,7 @@ from typing import Any
 
 from django.db import close_old_connections, transaction
 
+from jobs import events
 from jobs.hot_writes import Write, apply
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,9 @@ class StateWriter:
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
                     item.error = exc
         finally:
+            # Live progress: status events for what committed, queued (no I/O) before any
+            # waiting thread resumes, so a claim's event precedes the job's progress events.
+            events.publish_committed(batch)
             for item in batch:
                 item.done.set()
                 if item.callback is not None:

@@ -9,6 +9,8 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+from tests.web_server import WebServer
+from tests.webhooks import WebhookReceiver
 from tests.workers import WorkerPool
 
 
@@ -44,6 +46,22 @@ def pools(clean_redis: None, transactional_db: None) -> Iterator[Callable[..., W
 
 
 @pytest.fixture
+def web_server(clean_redis: None, transactional_db: None) -> Iterator[WebServer]:
+    """A real uvicorn (HTTP + WebSocket) on a free port, on the test database; stopped when the test ends."""
+    server = WebServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    """A real HTTP server standing in for a webhook (Slack, the pager, Sentry); it records each POST."""
+    receiver = WebhookReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
 def user(db: None) -> Any:
     return UserFactory()
 
@@ -56,6 +74,25 @@ def other_user(db: None) -> Any:
 @pytest.fixture
 def staff(db: None) -> Any:
     return UserFactory(is_staff=True)
+
+
+@pytest.fixture
+def default_schedule(db: None) -> Callable[[str], Any]:
+    """``default_schedule(name)``: that default schedule as the data migration makes it.
+
+    A transactional test starts from an emptied database, so the row is made
+    again here from the migration's own list.
+    """
+    from importlib import import_module
+
+    from jobs.scheduling.models import Schedule
+
+    defaults = {row["name"]: row for row in import_module("jobs.migrations.0003_default_schedules").DEFAULTS}
+
+    def get(name: str) -> Any:
+        return Schedule.objects.get_or_create(name=name, defaults=defaults[name])[0]
+
+    return get
 
 
 @pytest.fixture

@@ -1,0 +1,75 @@
+"""Fixtures for browser tests: a headless chromium driving the real web server.
+
+Reusable by any browser test (mark it ``@pytest.mark.browser``):
+
+* ``web_server`` (from ``tests/conftest.py``): uvicorn serving ``config.asgi`` (HTTP and
+  WebSocket) on a free port with the test settings and the test database;
+  ``web_server.url`` is its base URL.
+* ``browser``: one Playwright chromium per test session (Debian's ``/usr/bin/chromium``,
+  headless, ``--no-sandbox``; Playwright cannot download browsers here).
+* ``page``: a fresh browser context and page per test, closed afterwards.
+* ``login(page, user)``: signs ``user`` in by giving the page a real Django session
+  cookie (no login form needed), so session-authenticated pages and sockets work.
+
+Example::
+
+    @pytest.mark.browser
+    def test_admin_lists_jobs(web_server, page, login, staff):
+        login(page, staff)
+        page.goto(f"{web_server.url}/admin/jobs/job/")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from tests.web_server import session_cookie
+
+CHROMIUM = "/usr/bin/chromium"
+ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an asyncio loop in this thread, and Django then refuses
+    # database calls from it ("async context"); the test code itself stays synchronous.
+    # (tests.web_server strips the variable from the server's environment.)
+    previous = os.environ.get(ASYNC_UNSAFE)
+    os.environ[ASYNC_UNSAFE] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop(ASYNC_UNSAFE, None)
+        else:
+            os.environ[ASYNC_UNSAFE] = previous
+
+
+@pytest.fixture
+def page(browser: Any, web_server: Any) -> Iterator[Any]:
+    context = browser.new_context(base_url=web_server.url)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def login(web_server: Any) -> Callable[[Any, Any], None]:
+    """``login(page, user)``: the page's browser context is now signed in as ``user``."""
+
+    def sign_in(page: Any, user: Any) -> None:
+        page.context.add_cookies(
+            [{"name": settings.SESSION_COOKIE_NAME, "value": session_cookie(user), "url": web_server.url}]
+        )
+
+    return sign_in
