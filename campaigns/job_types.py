@@ -13,6 +13,7 @@ from campaigns.services import (
     CAMPAIGN_ACTOR,
     EMAIL_BATCH,
     EMAIL_QUEUE,
+    cancel_campaign_of_job,
     close_campaign_of_job,
     create_campaign_for_users,
     expected_duration_s,
@@ -70,6 +71,7 @@ EMAIL_BATCH_TYPE = register_job_type(
         staff_only=True,
         plan=plan_email_batch,
         on_children_done=close_campaign_of_job,
+        on_cancelled=cancel_campaign_of_job,
     )
 )
 
@@ -94,6 +96,7 @@ EMAIL_DIGEST_TYPE = register_job_type(
         staff_only=True,
         plan=plan_digest,
         on_children_done=close_campaign_of_job,
+        on_cancelled=cancel_campaign_of_job,
     )
 )
 

@@ -90,6 +90,19 @@ class Campaign(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @classmethod
+    def mark_cancelled(cls, campaign_id: int) -> bool:
+        """Stop a campaign that has not finished; its deliveries not yet sent stay ``pending``, unsent."""
+        return bool(
+            cls.objects.filter(
+                pk=campaign_id, status__in=(CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.SENDING)
+            ).update(status=CampaignStatus.CANCELLED, finished_at=timezone.now())
+        )
+
+    @classmethod
+    def is_cancelled(cls, campaign_id: int) -> bool:
+        return cls.objects.filter(pk=campaign_id, status=CampaignStatus.CANCELLED).exists()
+
     def refresh_counts(self) -> dict[str, int]:
         """Recount from the Delivery rows and store the counts; returns them."""
         by_status = dict(

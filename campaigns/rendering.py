@@ -1,5 +1,11 @@
 """Email templates as Django templates: compile once per batch, render per recipient.
 
+Templates are staff-edited and rendered with real users in the context, so
+they compile with their own engine (``email_engine``) that knows only the
+safe tags and filters of ``campaigns.template_library``; a forbidden one is
+refused by name, per field, when the template is saved (API and admin) and
+again when a batch compiles it.
+
 Two ways to turn the rendered parts into a message: ``build_message`` (a
 Django ``EmailMultiAlternatives``, for any backend) and ``RawComposer`` (the
 wire bytes directly, for the SMTP path). Django's ``message().as_bytes()``
@@ -12,6 +18,7 @@ anything unusual (another charset, lines over 998 octets) back to Django.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import sys
@@ -25,6 +32,9 @@ from django.core.mail import EmailMultiAlternatives
 from django.core.mail.message import BadHeaderError, sanitize_address
 from django.core.mail.utils import DNS_NAME
 from django.template import Context, Engine, Template
+from django.template.base import Lexer, TokenType
+
+from campaigns.template_library import FORBIDDEN_FILTERS, FORBIDDEN_TAGS, LOADER_TAGS
 
 
 @dataclass(frozen=True)
@@ -42,9 +52,47 @@ class TemplateInvalid(ValueError):
         self.errors = errors
 
 
+class EmailTemplateEngine(Engine):
+    """An engine whose only builtins are the safe tags and filters (``campaigns.template_library``)."""
+
+    default_builtins = ["campaigns.template_library"]
+
+
+@functools.cache
+def email_engine() -> Engine:
+    """The engine every email template compiles with: no ``{% load %}``, no files, no debug output."""
+    return EmailTemplateEngine(libraries={}, loaders=[("django.template.loaders.locmem.Loader", {})])
+
+
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
+_FILTER_NAME = re.compile(r"\|\s*(\w+)")
+_PASSWORD = re.compile(r"\bpassword\b")
+
+
+def forbidden_construct(source: str) -> str | None:
+    """Why this template source may not be used in an email (a forbidden tag, filter or field), or None.
+
+    The engine would refuse such tags and filters too, as unknown; this names them plainly.
+    """
+    for token in Lexer(source).tokenize():
+        if token.token_type not in (TokenType.VAR, TokenType.BLOCK):
+            continue
+        code = _QUOTED.sub('""', token.contents)
+        if token.token_type == TokenType.BLOCK:
+            name = code.split()[0] if code.split() else ""
+            if name in FORBIDDEN_TAGS or name in LOADER_TAGS:
+                return f"the {{% {name} %}} tag is not allowed in email templates (line {token.lineno})"
+        for name in _FILTER_NAME.findall(code):
+            if name in FORBIDDEN_FILTERS:
+                return f"the |{name} filter is not allowed in email templates (line {token.lineno})"
+        if _PASSWORD.search(code):
+            return f"password fields cannot be used in email templates (line {token.lineno})"
+    return None
+
+
 def compile_template(subject: str, body_text: str, body_html: str = "") -> CompiledTemplate:
-    """Compile the three parts; raises TemplateInvalid naming each field that fails."""
-    engine = Engine.get_default()
+    """Compile the three parts with the email engine; raises TemplateInvalid naming each field that fails."""
+    engine = email_engine()
     parts: dict[str, Template | None] = {}
     errors: dict[str, str] = {}
     for field, source in (("subject", subject), ("body_text", body_text), ("body_html", body_html)):
@@ -52,8 +100,12 @@ def compile_template(subject: str, body_text: str, body_html: str = "") -> Compi
             parts[field] = None
             continue
         try:
+            refused = forbidden_construct(source)
+            if refused:
+                errors[field] = refused
+                continue
             parts[field] = engine.from_string(source)
-        except Exception as exc:  # TemplateSyntaxError, and library import errors
+        except Exception as exc:  # TemplateSyntaxError
             errors[field] = f"{type(exc).__name__}: {exc}"
     if errors:
         raise TemplateInvalid(errors)
@@ -103,7 +155,7 @@ _LINE_LIMIT = 998
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 #: An address that ``sanitize_address`` returns unchanged: a dot-atom local part at a lower-case
 #: ASCII host name (its IDNA form is itself). Anything else goes through ``sanitize_address``.
-_PLAIN_ADDRESS = re.compile(
+PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 )
 #: Longest subject written as is; Django folds longer ones (``Header.encode``), and so do we.
@@ -140,7 +192,7 @@ class RawComposer:
 
     def recipient(self, address: str) -> str:
         """The envelope address (idna, encoded display name); ValueError when it is not an address."""
-        if _PLAIN_ADDRESS.fullmatch(address):  # the common case; parsing it would change nothing
+        if PLAIN_ADDRESS.fullmatch(address):  # the common case; parsing it would change nothing
             return address
         return sanitize_address(address, self.encoding)
 

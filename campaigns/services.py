@@ -23,6 +23,7 @@ from campaigns.models import (
     DeliveryStatus,
     EmailTemplate,
 )
+from jobs.exceptions import JobCancelled
 from jobs.fanout import set_parent_progress
 from jobs.models import Job
 from jobs.services import build_job, create_jobs
@@ -136,6 +137,9 @@ def start_sending(campaign_id: int, *, job_id: str | None = None) -> SendingPlan
         campaign = Campaign.objects.select_for_update().filter(pk=campaign_id).first()
         if campaign is None:
             raise CampaignNotFound(f"campaign {campaign_id} does not exist")
+        if campaign.status == CampaignStatus.CANCELLED and _cancel_requested(job_id):
+            # Cancelled while this parent started: the hook already closed the campaign.
+            raise JobCancelled("cancelled while the campaign started")
         if campaign.audience != Audience.SELECTED or campaign.selected_users.exists():
             add_deliveries(campaign, audience_users(campaign).only("id", "email"))
         changes: dict[str, Any] = {"status": CampaignStatus.SENDING}
@@ -153,6 +157,13 @@ def start_sending(campaign_id: int, *, job_id: str | None = None) -> SendingPlan
     size = max(1, int(settings.EMAIL_BATCH_SIZE))
     batches = [open_ids[i : i + size] for i in range(0, len(open_ids), size)]
     return SendingPlan(campaign_id, batches, counts)
+
+
+def _cancel_requested(job_id: str | None) -> bool:
+    """The running parent was asked to stop (a retried one was not: a retry clears the flag)."""
+    if not job_id:
+        return False
+    return Job.objects.filter(id=job_id, cancel_requested_at__isnull=False).exists()
 
 
 def progress_message(counts: dict[str, int]) -> str:
@@ -190,12 +201,31 @@ def finish_campaign(campaign_id: int) -> dict[str, Any]:
     return {"campaign_id": campaign_id, **counts}
 
 
+def _campaign_of_job(parent: Job) -> Campaign | None:
+    return Campaign.objects.filter(Q(job=parent) | Q(pk=parent.arguments.get("campaign_id"))).first()
+
+
 def close_campaign_of_job(parent: Job, summary: dict[str, int]) -> dict[str, Any]:
     """The ``on_children_done`` hook of a campaign's parent job."""
-    campaign = Campaign.objects.filter(Q(job=parent) | Q(pk=parent.arguments.get("campaign_id"))).first()
+    campaign = _campaign_of_job(parent)
     if campaign is None:
         raise CampaignNotFound(f"no campaign for job {parent.pk}")
     result = finish_campaign(campaign.pk)
     result["batches"] = summary
     set_parent_progress(str(parent.pk), campaign_percent(result), progress_message(result), **result)
     return result
+
+
+def cancel_campaign_of_job(parent: Job) -> None:
+    """The ``on_cancelled`` hook of a campaign's parent job: the campaign is ``cancelled``.
+
+    ``cancel_job`` has cancelled the waiting batches and flagged the running
+    ones (their watchdog stops them); a running batch also checks the
+    campaign between progress reports (``sending.send_batch``), so what is
+    still ``pending`` stays unsent. Retrying the parent job resumes the campaign.
+    """
+    campaign = _campaign_of_job(parent)
+    if campaign is None:  # a digest cancelled before it made its campaign
+        return
+    Campaign.mark_cancelled(campaign.pk)
+    campaign.refresh_counts()

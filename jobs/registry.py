@@ -63,6 +63,12 @@ class JobType:
     #: parent Job and a summary of the children's outcomes; returns the
     #: parent's result (raising fails the parent).
     on_children_done: Callable[[Job, dict[str, int]], Any] | None = None
+    #: Called by ``services.cancel_job`` with the Job once it is cancelled (or
+    #: asked to stop while running), so the domain rows it works on can say so
+    #: too (a campaign whose parent job is cancelled is ``cancelled``). A
+    #: parent waiting for its children is cancelled at once and no hook of
+    #: ``on_children_done`` follows, so this is the domain's only notice.
+    on_cancelled: Callable[[Job], None] | None = None
 
 
 _registry: dict[str, JobType] = {}

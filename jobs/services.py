@@ -19,11 +19,12 @@ from django.utils import timezone
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 
+from jobs import events
 from jobs.estimates import estimate_duration_s
 from jobs.messages import ATTEMPT, JOB_TYPE, MAX_ATTEMPTS, PARENT, PRIORITY
 from jobs.models import Job, JobPriority, JobStatus
 from jobs.queues import get_queue
-from jobs.registry import JobType
+from jobs.registry import JobType, job_types
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def create_jobs(jobs: list[Job]) -> list[Job]:
         jobs[0].save(force_insert=True)
     else:
         Job.objects.bulk_create(jobs, batch_size=500)
+    events.publish_created(jobs)
     due = [job for job in jobs if _is_due_soon(job.scheduled_for)]
     if due:
         transaction.on_commit(lambda: send_jobs(due))
@@ -206,7 +208,19 @@ def cancel_job(job: Job) -> Job:
     if job.parent_id and job.status == JobStatus.CANCELLED:
         # A child cancelled on its own still counts as finished for its parent.
         child_finished(str(job.parent_id))
+    _notify_cancelled(job)
     return job
+
+
+def _notify_cancelled(job: Job) -> None:
+    """Run the job type's ``on_cancelled`` hook; the cancel stands even if the hook fails."""
+    hook = getattr(job_types().get(job.type), "on_cancelled", None)
+    if hook is None or (job.status != JobStatus.CANCELLED and job.cancel_requested_at is None):
+        return
+    try:
+        hook(job)
+    except Exception:
+        logger.exception("The on_cancelled hook of job %s (%s) failed", job.pk, job.type)
 
 
 def retry_job(job: Job) -> Job:

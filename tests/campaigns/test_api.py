@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignStatus, Delivery, EmailTemplate
+from campaigns.rendering import TemplateInvalid, compile_template
 from jobs.models import Job, JobStatus
 from tests.campaigns.helpers import users
 from tests.factories import EmailTemplateFactory
@@ -39,6 +41,49 @@ def test_template_whose_filter_fails_when_rendered_is_rejected(staff_api):
     )
     assert response.status_code == 400
     assert "subject" in response.json()["errors"]
+
+
+@pytest.mark.parametrize(
+    ("field", "source", "named"),
+    [
+        ("body_text", "{% debug %}", "{% debug %}"),
+        ("body_html", "<p>{{ user.first_name|safe }}</p>", "|safe"),
+        ("subject", "{{ campaign|pprint }}", "|pprint"),
+        ("body_text", "{% load static %}{% static 'x' %}", "{% load %}"),
+        ("body_text", "{% include 'admin/base.html' %}", "{% include %}"),
+        ("body_html", "{{ 'x'|ljust:'2000000000' }}", "|ljust"),
+        ("body_text", "{% lorem 99999999 w %}", "{% lorem %}"),
+        ("body_text", "{{ campaign.owner.password }}", "password"),
+    ],
+)
+def test_template_with_a_dangerous_tag_filter_or_field_is_rejected_by_name(staff_api, field, source, named):
+    # Given a template that uses a construct that could dump data or exhaust memory
+    # When staff save it
+    response = staff_api.post("/api/email-templates", {**TEMPLATE, field: source}, format="json")
+    # Then the API answers 400 naming the field and the construct, and nothing is stored
+    assert response.status_code == 400, response.content
+    errors = response.json()["errors"]
+    assert list(errors) == [field]
+    assert named in errors[field][0]
+    assert not EmailTemplate.objects.exists()
+
+
+def test_safe_tags_and_filters_still_render(staff_api):
+    # Given a template using ordinary tags and filters
+    source = "{% if user.username %}{{ user.username|upper|truncatechars:20 }}{% endif %} {% now 'Y' %}"
+    # When staff save it
+    response = staff_api.post("/api/email-templates", {**TEMPLATE, "body_text": source}, format="json")
+    # Then it is accepted
+    assert response.status_code == 201, response.content
+
+
+def test_template_stored_with_a_forbidden_tag_is_refused_again_when_a_batch_compiles_it():
+    # Given the source of a template stored before the rule existed, using {% debug %}
+    # When a batch compiles it (sending.send_batch fails its deliveries with this error)
+    with pytest.raises(TemplateInvalid) as refused:
+        compile_template("Hi", "{% debug %}", "")
+    # Then it is refused, naming the field
+    assert list(refused.value.errors) == ["body_text"]
 
 
 def test_update_that_breaks_a_template_is_rejected(staff_api):

@@ -209,3 +209,35 @@ def test_without_an_smtp_backend_the_message_goes_through_djangos_backend(db, ma
     assert message.alternatives[0][1] == "text/html"
     assert message.extra_headers[DELIVERY_HEADER] == f"{campaign.pk}/{delivery_ids(campaign)[0]}"
     assert statuses(campaign) == {alice.email: "sent"}
+
+
+def _synchronous_commit() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return str(cursor.fetchone()[0])
+
+
+def test_status_writes_commit_asynchronously_during_a_batch_only(db, smtp, settings):
+    # Given a batch of three that reports after every message, on the default setting
+    settings.EMAIL_PROGRESS_INTERVAL_S = 0
+    campaign = campaign_for(users(3))
+    seen: list[str] = []
+    # When it runs
+    outcome = send_batch(
+        campaign.pk, delivery_ids(campaign), token="t1", report=lambda *_: seen.append(_synchronous_commit())
+    )
+    # Then its connection committed without waiting for the flush while it sent, and waits again after
+    assert outcome.sent == 3
+    assert seen == ["off", "off", "on"]  # the last report comes after the batch
+    assert _synchronous_commit() == "on"
+
+
+def test_status_writes_wait_for_the_flush_when_asynchronous_commits_are_off(db, smtp, settings):
+    settings.EMAIL_PROGRESS_INTERVAL_S = 0
+    settings.EMAIL_DELIVERY_ASYNC_COMMIT = False
+    campaign = campaign_for(users(2))
+    seen: list[str] = []
+    send_batch(campaign.pk, delivery_ids(campaign), token="t1", report=lambda *_: seen.append(_synchronous_commit()))
+    assert seen and set(seen) == {"on"}

@@ -16,6 +16,17 @@ from openpyxl import load_workbook
 from jobs.models import Job, JobStatus
 
 BASE = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)
+#: The job-metrics dataset's columns, in order (the weekly analytics CSV).
+JOB_METRICS_HEADER = [
+    "queue",
+    "jobs",
+    "completed",
+    "failed",
+    "cancelled",
+    "success_rate",
+    "avg_duration_s",
+    "max_duration_s",
+]
 
 
 def seed_jobs(owner: Any, count: int, *, job_type: str = "report", start: int = 0, **fields: Any) -> list[Job]:

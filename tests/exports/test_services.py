@@ -14,6 +14,7 @@ from jobs import events
 from jobs.models import Job, JobStatus
 from tests.exports.helpers import (
     BASE,
+    JOB_METRICS_HEADER,
     expected_rows,
     read_csv,
     read_xlsx,
@@ -182,16 +183,7 @@ def test_job_metrics_dataset_sums_each_queue_for_the_week(media_root, staff, use
         },
     )
     header, rows = read_csv(export.file.open("rb").read())
-    assert header == [
-        "queue",
-        "jobs",
-        "completed",
-        "failed",
-        "cancelled",
-        "success_rate",
-        "avg_duration_s",
-        "max_duration_s",
-    ]
+    assert header == JOB_METRICS_HEADER
     by_queue = {row[0]: row for row in rows}
     # even n -> thumbnails (0,2,4,6,8,10), failed when n % 3 == 0 (0, 6)
     assert by_queue["thumbnails"][1:6] == ["6", "4", "2", "0", "0.6667"]
