@@ -13,6 +13,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from jobs import events
 from jobs.exceptions import JobNotCancellable, JobNotRetryable
 from jobs.hot_writes import Claim, Completion
 from jobs.writer import state_writer
@@ -106,12 +107,18 @@ class Job(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    type = models.CharField(max_length=64, db_index=True)
+    # Not indexed alone: job_type_finished leads with it (see Meta.indexes).
+    type = models.CharField(max_length=64)
     queue = models.CharField(max_length=64)
     actor = models.CharField(max_length=128)
     arguments = models.JSONField(default=dict, blank=True)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+        db_index=False,  # job_owner_created leads with it
     )
     priority = models.CharField(max_length=8, choices=JobPriority.choices, default=JobPriority.NORMAL)
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
@@ -122,7 +129,14 @@ class Job(models.Model):
     traceback = models.TextField(blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="children",
+        db_index=False,  # job_parent: only jobs that have a parent
+    )
     worker_id = models.CharField(max_length=64, blank=True, default="")
     estimated_duration_s = models.FloatField(null=True, blank=True)
     # NULL, not "", when absent: the unique (owner, key) constraint must ignore jobs without a key.
@@ -137,8 +151,13 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Every status change rewrites the row's entry in each index (status
+        # is indexed, so no update is HOT): each index here costs every job
+        # two index insertions. Keep the list short; partial where possible.
         indexes = [
             models.Index(fields=["status", "queue"], name="job_status_queue"),
+            models.Index(fields=["parent"], name="job_parent", condition=Q(parent__isnull=False)),
+            models.Index(fields=["finished_at"], name="job_finished_at", condition=Q(finished_at__isnull=False)),
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
             models.Index(fields=["type", "status", "-finished_at"], name="job_type_finished"),
             models.Index(fields=["-created_at"], name="job_created"),
@@ -241,6 +260,7 @@ class Job(models.Model):
             )
             if updated:
                 JobAttempt.record(job_id, outcome=JobAttempt.Outcome.FAILED, worker_id=worker_id, error=error)
+                events.publish_status(job_id, JobStatus.RETRYING, error=error)
         return bool(updated)
 
     @classmethod
@@ -262,6 +282,7 @@ class Job(models.Model):
             )
             if updated:
                 JobAttempt.record(job_id, outcome=JobAttempt.Outcome.FAILED, worker_id=worker_id or "", error=error)
+                events.publish_status(job_id, JobStatus.FAILED, error=error)
         return bool(updated)
 
     @classmethod
@@ -275,36 +296,39 @@ class Job(models.Model):
             )
             if updated:
                 JobAttempt.record(job_id, outcome=JobAttempt.Outcome.CANCELLED, error=reason)
+                events.publish_status(job_id, JobStatus.CANCELLED, error=reason)
         return bool(updated)
 
     @classmethod
     def reschedule(cls, job_id: str, worker_id: str, run_at: datetime, reason: str) -> bool:
         """Put a running job back to wait until ``run_at``; the attempt does not count."""
         now = timezone.now()
-        return bool(
-            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
-                status=JobStatus.SCHEDULED,
-                attempts=F("attempts") - 1,
-                worker_id="",
-                scheduled_for=run_at,
-                progress_data={"message": reason},
-                updated_at=now,
-            )
+        updated = cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
+            status=JobStatus.SCHEDULED,
+            attempts=F("attempts") - 1,
+            worker_id="",
+            scheduled_for=run_at,
+            progress_data={"message": reason},
+            updated_at=now,
         )
+        if updated:
+            events.publish_status(job_id, JobStatus.SCHEDULED, data={"message": reason})
+        return bool(updated)
 
     @classmethod
     def requeue_after_shutdown(cls, job_id: str, worker_id: str) -> bool:
         """Give back a job interrupted by a worker shutdown; the attempt does not count."""
         now = timezone.now()
-        return bool(
-            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
-                status=JobStatus.QUEUED,
-                attempts=F("attempts") - 1,
-                worker_id="",
-                progress=0,
-                updated_at=now,
-            )
+        updated = cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
+            status=JobStatus.QUEUED,
+            attempts=F("attempts") - 1,
+            worker_id="",
+            progress=0,
+            updated_at=now,
         )
+        if updated:
+            events.publish_status(job_id, JobStatus.QUEUED, progress=0)
+        return bool(updated)
 
     @classmethod
     def requeue_lost(cls, job_id: str, dead_worker_id: str) -> bool:
@@ -316,30 +340,33 @@ class Job(models.Model):
             )
             if updated:
                 JobAttempt.record(job_id, outcome=JobAttempt.Outcome.WORKER_LOST, worker_id=dead_worker_id)
+                events.publish_status(job_id, JobStatus.QUEUED)
         return bool(updated)
 
     # -- fan-out: a parent that waits for its children -------------------
     @classmethod
     def await_children(cls, job_id: str, worker_id: str, percent: int, data: dict[str, Any]) -> bool:
         """The parent's own run is over; it stays active until its children finish."""
-        return bool(
-            cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
-                worker_id=AWAITING_CHILDREN, progress=percent, progress_data=data, updated_at=timezone.now()
-            )
+        updated = cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=worker_id).update(
+            worker_id=AWAITING_CHILDREN, progress=percent, progress_data=data, updated_at=timezone.now()
         )
+        if updated:
+            events.publish_progress_on_commit(job_id, percent, data)
+        return bool(updated)
 
     @classmethod
     def record_parent_progress(cls, job_id: str, percent: int, data: dict[str, Any]) -> bool:
         """Progress of a parent waiting for (or being finished by) its children; it never goes back."""
-        return bool(
-            cls.objects.filter(
-                id=job_id, status=JobStatus.ACTIVE, worker_id__in=(AWAITING_CHILDREN, FINALIZING)
-            ).update(
-                progress=Greatest(F("progress"), max(0, min(100, int(percent)))),
-                progress_data=data,
-                updated_at=timezone.now(),
-            )
+        updated = cls.objects.filter(
+            id=job_id, status=JobStatus.ACTIVE, worker_id__in=(AWAITING_CHILDREN, FINALIZING)
+        ).update(
+            progress=Greatest(F("progress"), max(0, min(100, int(percent)))),
+            progress_data=data,
+            updated_at=timezone.now(),
         )
+        if updated:
+            events.publish_progress_on_commit(job_id, percent, data)
+        return bool(updated)
 
     @classmethod
     def claim_finalization(cls, job_id: str) -> bool:
@@ -355,18 +382,20 @@ class Job(models.Model):
         now = timezone.now()
         query = cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id=FINALIZING)
         if failed:
-            return bool(
-                query.update(
-                    status=JobStatus.FAILED,
-                    error_message=_bounded(failed, settings.JOBS_ERROR_MAX_CHARS),
-                    traceback=_bounded(tb, settings.JOBS_TRACEBACK_MAX_CHARS),
-                    finished_at=now,
-                    updated_at=now,
-                )
+            updated = query.update(
+                status=JobStatus.FAILED,
+                error_message=_bounded(failed, settings.JOBS_ERROR_MAX_CHARS),
+                traceback=_bounded(tb, settings.JOBS_TRACEBACK_MAX_CHARS),
+                finished_at=now,
+                updated_at=now,
             )
-        return bool(
-            query.update(status=JobStatus.COMPLETED, progress=100, result=result, finished_at=now, updated_at=now)
-        )
+            if updated:
+                events.publish_status(job_id, JobStatus.FAILED, error=failed)
+            return bool(updated)
+        updated = query.update(status=JobStatus.COMPLETED, progress=100, result=result, finished_at=now, updated_at=now)
+        if updated:
+            events.publish_status(job_id, JobStatus.COMPLETED, progress=100)
+        return bool(updated)
 
     @classmethod
     def mark_sent_scheduled(cls, job_id: str) -> None:
@@ -422,6 +451,7 @@ class Job(models.Model):
             self.refresh_from_db()
             raise JobNotRetryable(f"only failed or cancelled jobs can be retried; this one is {self.status}")
         self.refresh_from_db()
+        events.publish_status(self.id, JobStatus.QUEUED, progress=0, data={}, owner_id=self.owner_id, owner_known=True)
 
 
 class JobAttempt(models.Model):
@@ -463,3 +493,6 @@ class JobAttempt(models.Model):
 
 # Schedules and their fires live in their own module (recurring jobs, see jobs/scheduling/).
 from jobs.scheduling.models import FireOutcome, Schedule, ScheduleFire  # noqa: E402,F401
+
+# Hourly statistics for the console (see jobs/stats.py).
+from jobs.stats_models import JobStatsBucket, StatsWatermark  # noqa: E402,F401

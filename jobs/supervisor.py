@@ -406,7 +406,9 @@ def web_spec(
         "--lifespan",
         "off",
     ]
-    return ChildSpec(name="web", argv=argv, env=dict(extra_env or {}), db_connections=workers)
+    # Per process: the thread Django runs sync views in, and the live event
+    # publisher (owner look-ups for events of cancels and retries).
+    return ChildSpec(name="web", argv=argv, env=dict(extra_env or {}), db_connections=workers * 2)
 
 
 def pool_spec(
@@ -447,8 +449,9 @@ def pool_spec(
         argv=argv,
         env=env,
         nice=nice,
-        # Each worker thread, plus the state writer and the watchdog of each process.
-        db_connections=policy.processes * (policy.threads + 2),
+        # Each worker thread, plus the state writer, the watchdog and the live
+        # event publisher (its owner look-ups) of each process.
+        db_connections=policy.processes * (policy.threads + 3),
     )
 
 

@@ -70,7 +70,10 @@ class JobMirror(Middleware):
         self._worker_id: str | None = None
         self._local = threading.local()
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Before the worker threads start: a message already waiting in Redis
+        # must not be claimed before the writer (which batches claims and
+        # publishes their events) is up.
         from django.conf import settings
 
         from jobs.writer import state_writer

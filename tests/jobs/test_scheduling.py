@@ -18,6 +18,7 @@ from django.apps import apps as django_apps
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
+from jobs.canaries import WORKER_START_KEY_PREFIX
 from jobs.models import Job, JobStatus
 from jobs.scheduling import cleanup_hooks, register_cleanup
 from jobs.scheduling.cleanup import prune_finished_jobs, run_cleanup
@@ -124,7 +125,8 @@ def test_two_schedulers_enqueue_each_fire_time_exactly_once(schedulers, pools):
     assert len(times) == len(set(times))
     assert times == _fire_times_between(schedule, times[0] - timedelta(microseconds=1), times[-1])
     assert all(fire.outcome == FireOutcome.ENQUEUED for fire in fires)
-    jobs = Job.objects.filter(type="canary")
+    # (the worker's own start-up canary is not a fire)
+    jobs = Job.objects.filter(type="canary").exclude(idempotency_key__startswith=WORKER_START_KEY_PREFIX)
     assert jobs.count() == len(fires)
     assert {fire.job_id for fire in fires} == set(jobs.values_list("id", flat=True))
     # And django-apscheduler logged the executions
@@ -232,6 +234,28 @@ def test_default_schedules_exist_in_utc(db):
     assert sum(1 for name in timings if name.startswith("canary ")) == 5
     for schedule in Schedule.objects.all():
         schedule.full_clean()
+
+
+@pytest.mark.parametrize(
+    ("cron", "expected_weekdays"),
+    [
+        ("0 6 * * 1", {0}),  # crontab 1 = Monday (APScheduler's own numbering would say Tuesday)
+        ("0 6 * * 0", {6}),
+        ("0 6 * * 7", {6}),
+        ("0 6 * * 1-5", {0, 1, 2, 3, 4}),
+        ("0 6 * * 5-7", {4, 5, 6}),
+        ("0 6 * * */2", {6, 1, 3, 5}),
+        ("0 6 * * mon,wed", {0, 2}),
+    ],
+)
+def test_cron_weekdays_follow_crontab(cron, expected_weekdays):
+    trigger = build_trigger(Schedule(cron=cron))
+    fire_time = timezone.now()
+    weekdays = set()
+    for _ in range(14):
+        fire_time = trigger.get_next_fire_time(None, fire_time + timedelta(seconds=1))
+        weekdays.add(fire_time.weekday())
+    assert weekdays == expected_weekdays
 
 
 def _finished_job(days_ago: int, status: str = JobStatus.COMPLETED) -> Job:
