@@ -357,9 +357,13 @@ class Job(models.Model):
     @classmethod
     def record_parent_progress(cls, job_id: str, percent: int, data: dict[str, Any]) -> bool:
         """Progress of a parent waiting for (or being finished by) its children; it never goes back."""
-        updated = cls.objects.filter(
-            id=job_id, status=JobStatus.ACTIVE, worker_id__in=(AWAITING_CHILDREN, FINALIZING)
-        ).update(
+        query = cls.objects.filter(id=job_id, status=JobStatus.ACTIVE, worker_id__in=(AWAITING_CHILDREN, FINALIZING))
+        done = (data.get("fanout") or {}).get("done")
+        if isinstance(done, int):
+            # Two children finishing together each count the finished ones: the
+            # count taken first may commit last, and must not undo the other's.
+            query = query.filter(Q(progress_data__fanout__done__isnull=True) | Q(progress_data__fanout__done__lte=done))
+        updated = query.update(
             progress=Greatest(F("progress"), max(0, min(100, int(percent)))),
             progress_data=data,
             updated_at=timezone.now(),
