@@ -151,16 +151,18 @@ def publish_committed(batch: Iterable[CommittedWrite]) -> None:
     if not _event_listeners:
         return
     # Imported here: jobs.writer calls this module, and hot_writes imports nothing of ours.
-    from jobs.hot_writes import Claim, Completion
+    from jobs.hot_writes import Applied, Claim, Completion
 
     for item in batch:
-        if item.result is not True:
+        applied = item.result
+        if not isinstance(applied, Applied):
             continue
         write = item.write
+        owner, known = applied.owner_id, applied.owner_known
         if isinstance(write, Claim):
-            _emit(JobEvent("status", write.job_id, "active"))
+            _emit(JobEvent("status", write.job_id, "active", owner_id=owner, owner_known=known))
         elif isinstance(write, Completion):
-            _emit(JobEvent("status", write.job_id, "completed", 100, write.progress_data))
+            _emit(JobEvent("status", write.job_id, "completed", 100, write.progress_data, "", owner, known))
 
 
 def publish_progress_on_commit(job_id: Any, percent: int, data: dict[str, Any]) -> None:

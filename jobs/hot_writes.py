@@ -45,8 +45,16 @@ class Completion:
 Write = Claim | Completion | Callable[[], Any]
 
 
+@dataclass(frozen=True)
+class Applied:
+    """A claim or completion that changed its job (truthy), with what its live event needs."""
+
+    owner_id: int | None
+    owner_known: bool = True
+
+
 def apply(writes: Sequence[Write]) -> list[Any]:
-    """Run writes; each claim/completion gives True if it changed its job.
+    """Run writes; each claim/completion gives ``Applied`` if it changed its job, else False.
 
     On PostgreSQL every claim and completion of the batch goes out as ONE
     statement (two data-modifying CTEs), which commits by itself: one round
@@ -77,11 +85,12 @@ def apply(writes: Sequence[Write]) -> list[Any]:
             with transaction.atomic():
                 claimed, completed = _row_by_row(claims, completions)
         for index, write in chunk:
-            results[index] = write.job_id in (claimed if isinstance(write, Claim) else completed)
+            changed = claimed if isinstance(write, Claim) else completed
+            results[index] = changed.get(write.job_id, False)
     return results
 
 
-def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[set[str], set[str]]:
+def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[dict[str, Applied], dict[str, Applied]]:
     now = timezone.now()
     parts: list[str] = []
     params: list[Any] = []
@@ -96,7 +105,7 @@ def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[set
             "worker_id = v.worker, started_at = %s, updated_at = %s, next_attempt_at = NULL "
             "FROM unnest(%s::uuid[], %s::integer[], %s::text[]) AS v(id, expected, worker) "
             "WHERE j.id = v.id AND j.attempts = v.expected AND j.status IN ('queued', 'scheduled', 'retrying') "
-            "RETURNING j.id)"
+            "RETURNING j.id, j.owner_id)"
         )
         params += [
             now,
@@ -112,7 +121,7 @@ def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[set
             "FROM unnest(%s::uuid[], %s::text[], %s::text[]::jsonb[], %s::text[]::jsonb[]) "
             "AS v(id, worker, result, data) "
             "WHERE j.id = v.id AND j.status = 'active' AND j.worker_id = v.worker "
-            "RETURNING j.id)"
+            "RETURNING j.id, j.owner_id)"
         )
         params += [
             now,
@@ -124,9 +133,9 @@ def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[set
         ]
     selects = []
     if claims:
-        selects.append("SELECT 'c', id FROM claimed")
+        selects.append("SELECT 'c', id, owner_id FROM claimed")
     if completions:
-        selects.append("SELECT 'd', id FROM completed")
+        selects.append("SELECT 'd', id, owner_id FROM completed")
     sql = "WITH " + ", ".join(parts) + " " + " UNION ALL ".join(selects)
     connection.ensure_connection()
     # Django's own cursors bind on the client and never prepare, so this one
@@ -134,11 +143,15 @@ def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[set
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
         changed = cursor.fetchall()
-    return {str(i) for kind, i in changed if kind == "c"}, {str(i) for kind, i in changed if kind == "d"}
+    claimed = {str(i): Applied(owner) for kind, i, owner in changed if kind == "c"}
+    completed = {str(i): Applied(owner) for kind, i, owner in changed if kind == "d"}
+    return claimed, completed
 
 
-def _row_by_row(claims: list[Claim], completions: list[Completion]) -> tuple[set[str], set[str]]:
-    return _claim_rows(claims), _complete_rows(completions)
+def _row_by_row(claims: list[Claim], completions: list[Completion]) -> tuple[dict[str, Applied], dict[str, Applied]]:
+    # The owner is not read back here (the laptop path): the live publisher looks it up.
+    unknown = Applied(None, owner_known=False)
+    return dict.fromkeys(_claim_rows(claims), unknown), dict.fromkeys(_complete_rows(completions), unknown)
 
 
 def _table() -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from jobs import events
 from jobs.events import JobEvent
-from jobs.hot_writes import Claim, Completion
+from jobs.hot_writes import Applied, Claim, Completion
 from jobs.realtime.state import LatestState
 
 
@@ -25,13 +25,16 @@ def heard() -> Iterator[list[JobEvent]]:
 
 def test_a_writer_batch_announces_only_the_writes_that_changed_their_job(heard):
     batch = [
-        SimpleNamespace(write=Claim("a", 0, "w"), result=True),
+        SimpleNamespace(write=Claim("a", 0, "w"), result=Applied(7)),
         SimpleNamespace(write=Claim("b", 0, "w"), result=False),  # a duplicate message: no change
-        SimpleNamespace(write=Completion("c", "w", None, {"message": "done"}), result=True),
+        SimpleNamespace(write=Completion("c", "w", None, {"message": "done"}), result=Applied(None)),
         SimpleNamespace(write=lambda: None, result=True),  # a progress write: announced by jobs.progress
     ]
     events.publish_committed(batch)
-    assert [(e.job_id, e.status, e.progress) for e in heard] == [("a", "active", None), ("c", "completed", 100)]
+    assert [(e.job_id, e.status, e.progress, e.owner_id, e.owner_known) for e in heard] == [
+        ("a", "active", None, 7, True),
+        ("c", "completed", 100, None, True),
+    ]
 
 
 def test_a_status_change_is_announced_only_once_its_transaction_commits(db, heard, django_capture_on_commit_callbacks):
