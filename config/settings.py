@@ -105,6 +105,8 @@ JOBS_RETRY_BACKOFF_MAX_MS = env_int("JOBS_RETRY_BACKOFF_MAX_MS", 300_000)
 WORKER_SHUTDOWN_GRACE_S = env_float("WORKER_SHUTDOWN_GRACE_S", 25.0)
 # A queued job whose message is in no Redis structure for this long is sent again.
 JOBS_RECONCILE_GRACE_S = env_float("JOBS_RECONCILE_GRACE_S", 30.0)
+# A waiting job whose message a live worker fetched this long ago without claiming it is sent again.
+JOBS_STRANDED_AFTER_S = env_float("JOBS_STRANDED_AFTER_S", 120.0)
 JOBS_RECONCILE_INTERVAL_S = env_float("JOBS_RECONCILE_INTERVAL_S", 10.0)
 # Jobs due further ahead than this stay in the database until they are due.
 JOBS_DELAY_HORIZON_S = env_float("JOBS_DELAY_HORIZON_S", 60.0)
@@ -112,6 +114,8 @@ JOBS_PROGRESS_MIN_INTERVAL_S = env_float("JOBS_PROGRESS_MIN_INTERVAL_S", 0.5)
 JOBS_WATCHDOG_INTERVAL_S = env_float("JOBS_WATCHDOG_INTERVAL_S", 0.5)
 # Threads (and database connections) per worker process writing job states in batches.
 JOBS_STATE_WRITER_THREADS = env_int("JOBS_STATE_WRITER_THREADS", 1)
+# How long a worker keeps retrying its job state writes while the database is unreachable.
+JOBS_STATE_WRITE_RETRY_S = env_float("JOBS_STATE_WRITE_RETRY_S", 300.0)
 # GIL switch interval inside worker processes (Python's default is 0.005).
 WORKER_GIL_SWITCH_INTERVAL_S = env_float("WORKER_GIL_SWITCH_INTERVAL_S", 0.0005)
 JOBS_IDEMPOTENCY_TTL_S = env_int("JOBS_IDEMPOTENCY_TTL_S", 24 * 3600)

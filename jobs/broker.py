@@ -238,6 +238,18 @@ class ConveyorRedisBroker(RedisBroker):
             delayed, waiting = pipe.execute()
         return {_text(key).split(".", 1)[0] for key in (*delayed, *waiting)}
 
+    def in_flight_message_ids(self, queue_name: str) -> set[str]:
+        """Ids of a queue's messages that workers have fetched and not yet acknowledged."""
+        pattern = f"{self.namespace}:__acks__.*.{queue_name}"
+        keys = list(self.client.scan_iter(match=pattern, count=1000))
+        if not keys:
+            return set()
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.smembers(key)
+            members = pipe.execute()
+        return {_text(member).split(".", 1)[0] for group in members for member in group}
+
     def queue_depth(self, queue_name: str) -> int:
         return int(self.client.llen(self.queue_key(queue_name)))
 

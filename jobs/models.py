@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -17,6 +18,8 @@ from jobs import events
 from jobs.exceptions import JobNotCancellable, JobNotRetryable
 from jobs.hot_writes import Claim, Completion
 from jobs.writer import state_writer
+
+logger = logging.getLogger(__name__)
 
 
 class JobStatus(models.TextChoices):
@@ -242,10 +245,20 @@ class Job(models.Model):
         *,
         on_committed: Callable[[], None],
     ) -> None:
-        """``mark_completed`` without waiting: ``on_committed`` runs once it is durable (or failed)."""
-        state_writer.write_later(
-            Completion(job_id, worker_id, result, progress_data), lambda _result, _error: on_committed()
-        )
+        """``mark_completed`` without waiting: ``on_committed`` runs once it is durable.
+
+        If the write fails for good, ``on_committed`` never runs: the message
+        stays unacknowledged and is redelivered once this worker is gone,
+        rather than acknowledged for a job whose row still says ``active``.
+        """
+
+        def done(_result: Any, error: BaseException | None) -> None:
+            if error is None:
+                on_committed()
+            else:
+                logger.error("Job %s finished but its completion could not be written: %s", job_id, error)
+
+        state_writer.write_later(Completion(job_id, worker_id, result, progress_data), done)
 
     @classmethod
     def mark_retrying(cls, job_id: str, worker_id: str, error: str, tb: str, next_attempt_at: datetime) -> bool:

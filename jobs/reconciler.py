@@ -5,6 +5,10 @@ processes at once (a worker skips a message whose Job is not waiting for it):
 
 * sends jobs that were recorded but never sent (Redis was down at enqueue)
   and jobs whose message Redis lost (restart without persistence);
+* sends again waiting jobs whose message a live worker fetched but never
+  got: the fetch ran in Redis and its reply was lost to a dropped
+  connection, so the message sits in the worker's in-flight set, where
+  Dramatiq only recovers it once that worker dies;
 * sends scheduled jobs that have come due (delays live in the database);
 * gives back running jobs whose worker died and whose message is gone.
 """
@@ -13,7 +17,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from uuid import UUID
 
 import dramatiq
 from django.conf import settings
@@ -39,6 +44,20 @@ class ReconcileReport:
         return bool(self.resent or self.due_sent or self.lost_requeued)
 
 
+def _stranded(queue: str, in_flight: set[str], cutoff: datetime) -> set[UUID]:
+    """Waiting jobs whose message has sat in a worker's in-flight set since before ``cutoff``.
+
+    A worker claims a message as soon as it fetches it (it fetches only for
+    free threads), so a job still waiting long after is not being worked on.
+    """
+    if not in_flight:
+        return set()
+    candidates = Job.objects.filter(queue=queue, id__in=list(in_flight)[:_BATCH], updated_at__lt=cutoff).filter(
+        Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RETRYING, next_attempt_at__lt=cutoff)
+    )
+    return set(candidates.values_list("id", flat=True))
+
+
 def reconcile_once() -> ReconcileReport:
     broker = dramatiq.get_broker()
     report = ReconcileReport()
@@ -55,8 +74,10 @@ def reconcile_once() -> ReconcileReport:
             | Q(status=JobStatus.RETRYING, updated_at__lt=grace)
             | Q(status=JobStatus.SCHEDULED, scheduled_for__lte=horizon)
         )
+        in_flight = broker.in_flight_message_ids(queue)  # type: ignore[attr-defined]
+        stranded = _stranded(queue, in_flight, now - timedelta(seconds=settings.JOBS_STRANDED_AFTER_S))
         for job in waiting.order_by("created_at")[:_BATCH]:
-            if str(job.id) in in_redis or job.updated_at >= snapshot_at:
+            if (str(job.id) in in_redis and job.id not in stranded) or job.updated_at >= snapshot_at:
                 continue  # in Redis, or sent after the snapshot was taken
             if send_job(job):
                 if job.status == JobStatus.SCHEDULED:

@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.db import close_old_connections, transaction
+import psycopg
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 
 from jobs import events
 from jobs.hot_writes import Write, apply
@@ -131,18 +132,7 @@ class StateWriter:
             close_old_connections()
             self._local.checked = now
         try:
-            for item, result in zip(batch, apply([item.write for item in batch]), strict=True):
-                item.result = result
-        except Exception:
-            close_old_connections()
-            # One bad write must not fail the others: run them one by one.
-            logger.warning("A batch of %d job writes failed; retrying them one by one", len(batch), exc_info=True)
-            for item in batch:
-                try:
-                    with transaction.atomic():
-                        item.result = apply([item.write])[0]
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                    item.error = exc
+            self._write_until_done(batch)
         finally:
             # Live progress: status events for what committed, queued (no I/O) before any
             # waiting thread resumes, so a claim's event precedes the job's progress events.
@@ -154,6 +144,69 @@ class StateWriter:
                         item.callback(item.result, item.error)
                     except Exception:
                         logger.exception("A job write's callback failed")
+
+    def _write_until_done(self, batch: list[_Item]) -> None:
+        """Write the batch; while the database is unreachable, wait for it (up to a limit).
+
+        Giving up at once would lose the outcome of jobs that ran: their
+        messages are acknowledged only after their completion commits, but a
+        job whose completion never lands would stay ``active`` forever on a
+        worker that is alive.
+        """
+        from django.conf import settings
+
+        deadline = time.monotonic() + float(settings.JOBS_STATE_WRITE_RETRY_S)
+        pause = 0.1
+        pending = batch
+        while True:
+            try:
+                self._write(pending)
+                return
+            except _UNREACHABLE as exc:
+                _drop_connection()
+                # Writes that went through one by one before the outage are done.
+                pending = [item for item in pending if item.result is None and item.error is None]
+                if time.monotonic() >= deadline:
+                    logger.error("The database stayed unreachable; %d job writes failed: %s", len(batch), exc)
+                    for item in pending:
+                        item.error = exc
+                    return
+                logger.warning("The database is unreachable (%s); retrying %d job writes", exc, len(pending))
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    @staticmethod
+    def _write(batch: list[_Item]) -> None:
+        try:
+            for item, result in zip(batch, apply([item.write for item in batch]), strict=True):
+                item.result = result
+            return
+        except _UNREACHABLE:
+            raise
+        except Exception:
+            close_old_connections()
+            # One bad write must not fail the others: run them one by one.
+            logger.warning("A batch of %d job writes failed; retrying them one by one", len(batch), exc_info=True)
+        for item in batch:
+            try:
+                with transaction.atomic():
+                    item.result = apply([item.write])[0]
+            except _UNREACHABLE:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                item.error = exc
+
+
+#: Errors that mean "the database is away", not "this write is wrong".
+_UNREACHABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def _drop_connection() -> None:
+    """Close this thread's connection after it failed (the hot writes use psycopg directly, unseen by Django)."""
+    try:
+        connection.close()
+    except Exception:
+        logger.debug("Closing a broken database connection failed", exc_info=True)
 
 
 #: The worker process's writer; started by the job mirror at worker boot.
