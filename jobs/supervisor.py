@@ -43,6 +43,21 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 MANAGE_PY = BASE_DIR / "manage.py"
 
 
+def _lower_session_priority(pid: int, nice: int, name: str) -> None:
+    """Give the child's session (it starts its own) the niceness too.
+
+    With autogroup scheduling on (``/proc/sys/kernel/sched_autogroup_enabled``),
+    the kernel shares the CPU between sessions first and only then between
+    the processes of a session by their nice values: niced pools in sessions
+    of their own got as much CPU as the web server (measured: loaded p99 2.8-3.8x
+    idle, 1.2x with this).
+    """
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+    except OSError as exc:  # no autogroup support, or not allowed: nice alone still applies
+        logger.debug("could not set the autogroup niceness of %s: %s", name, exc)
+
+
 @dataclass(frozen=True)
 class ChildSpec:
     """How to start one supervised process.
@@ -298,6 +313,8 @@ class Supervisor:
             self._schedule_restart(child, time.monotonic())
             return
         child.proc = proc
+        if spec.nice:
+            _lower_session_priority(proc.pid, spec.nice, spec.name)
         logger.info("started %s (pid %d): %s", spec.name, proc.pid, " ".join(argv))
         assert proc.stdout is not None
         child.reader = threading.Thread(
