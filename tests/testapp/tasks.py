@@ -104,5 +104,10 @@ def hold_memory_in_child(queue: str, megabytes: int, ceiling_mb: int) -> int:
     return run_in_child(work.hold_memory, megabytes, 5.0, rss_limit_mb=ceiling_mb)
 
 
+def leak_memory_in_child(queue: str, megabytes_per_step: int, ceiling_mb: int) -> int:
+    return run_in_child(work.leak_memory, megabytes_per_step, rss_limit_mb=ceiling_mb)
+
+
 _declare(reschedule_once, "test_reschedule_once", "maintenance")
 _declare(hold_memory_in_child, "test_hold_memory_in_child", "maintenance")
+_declare(leak_memory_in_child, "test_leak_memory_in_child", "maintenance")

@@ -30,3 +30,12 @@ def hold_memory(megabytes: int, seconds: float) -> int:
     blocks = [bytearray(b"x" * (1024 * 1024)) for _ in range(megabytes)]
     time.sleep(seconds)
     return len(blocks)
+
+
+def leak_memory(megabytes_per_step: int, max_megabytes: int = 1000) -> int:
+    """Grow step by step, keeping every block, as a leaking job does (bounded only for safety)."""
+    leaked: list[bytearray] = []
+    while len(leaked) * megabytes_per_step < max_megabytes:
+        leaked.append(bytearray(b"x" * (megabytes_per_step * 1024 * 1024)))
+        time.sleep(0.02)
+    return len(leaked)
