@@ -14,4 +14,4 @@ class DocumentsConfig(AppConfig):
 
         # OCR starts one child per page: pdf2image and pytesseract are imported
         # once by the forkserver instead of by every child.
-        preload_in_children("documents.ocr_child")
+        preload_in_children("documents.ocr_child", warm_for_queue="pdf-processing")

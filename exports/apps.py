@@ -16,3 +16,9 @@ class ExportsConfig(AppConfig):
 
         # The monthly cleanup job deletes expired export files.
         register_cleanup("expired-exports", delete_expired_exports)
+
+        from jobs.isolation import preload_in_children
+
+        # Every export writes its file in a child: the forkserver imports the
+        # writer (and psycopg) once instead of each child.
+        preload_in_children("exports.writers", warm_for_queue="csv-export")

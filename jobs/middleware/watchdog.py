@@ -65,6 +65,9 @@ class JobWatchdog(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._thread = threading.Thread(target=self._watch, name="conveyor-watchdog", daemon=True)
         self._thread.start()
+        from jobs.isolation import start_child_server  # isolation imports this module
+
+        start_child_server(worker.consumer_whitelist or None)
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Running jobs get a grace period to finish; then they are
