@@ -27,8 +27,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench-web")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 
-from bench.cleanup import stop_children_at_exit  # noqa: E402 - needs the project root on the path
-from bench.processes import stop  # noqa: E402
+from bench.processes import stop, stop_children_at_exit  # noqa: E402 - needs the project root on the path
 from bench.web import run_load, setup_database, staff_token, start_web  # noqa: E402
 from tests.services import free_port  # noqa: E402
 

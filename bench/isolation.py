@@ -59,8 +59,7 @@ os.environ.setdefault("WORKER_NICE", "10")
 os.environ["EMAIL_BACKEND"] = "django.core.mail.backends.smtp.EmailBackend"
 os.environ["EMAIL_RATE_LIMIT_PER_MINUTE"] = "0"  # the campaign runs as fast as it can: the most load
 
-from bench.cleanup import stop_children_at_exit
-from bench.processes import start_logged, stop
+from bench.processes import start_logged, stop, stop_children_at_exit
 from bench.web import LoadResult, run_load, setup_database, staff_token, wait_for_web
 from tests.services import free_port
 

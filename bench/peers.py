@@ -31,8 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # not bench/: bench/email.py would shadow the standard library
 
-from bench.cleanup import stop_children_at_exit  # noqa: E402 - needs the project root on the path
-from bench.processes import start_logged, stop  # noqa: E402
+from bench.processes import start_logged, stop, stop_children_at_exit  # noqa: E402 - needs the project root on the path
 
 CELERY_URL = os.environ.setdefault("BENCH_CELERY_URL", "redis://127.0.0.1:6379/12")
 RQ_URL = os.environ.get("BENCH_RQ_URL", "redis://127.0.0.1:6379/13")

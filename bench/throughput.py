@@ -31,7 +31,7 @@ os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("BENCH_REDIS_URL", os.environ["REDIS_URL"])
 
-from bench.processes import start_logged, stop  # noqa: E402 - needs the project root on the path
+from bench.processes import start_logged, stop, stop_children_at_exit  # noqa: E402 - needs the project root on the path
 
 
 def bench_plain(jobs: int, processes: int, threads: int) -> tuple[float, float]:
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
+    stop_children_at_exit()  # a failed or interrupted run leaves no worker behind
     plain_enqueue, plain = bench_plain(args.jobs, args.processes, args.threads)
     conveyor_enqueue, conveyor = bench_conveyor(args.jobs, args.processes, args.threads)
     print(f"{args.jobs} no-op jobs, {args.processes} processes x {args.threads} threads")

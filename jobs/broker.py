@@ -238,17 +238,22 @@ class ConveyorRedisBroker(RedisBroker):
             delayed, waiting = pipe.execute()
         return {_text(key).split(".", 1)[0] for key in (*delayed, *waiting)}
 
-    def in_flight_message_ids(self, queue_name: str) -> set[str]:
-        """Ids of a queue's messages that workers have fetched and not yet acknowledged."""
-        pattern = f"{self.namespace}:__acks__.*.{queue_name}"
-        keys = list(self.client.scan_iter(match=pattern, count=1000))
+    def in_flight_message_ids(self) -> dict[str, set[str]]:
+        """Per queue, ids of messages that workers have fetched and not yet acknowledged (one key scan)."""
+        prefix = f"{self.namespace}:__acks__."
+        keys = [_text(key) for key in self.client.scan_iter(match=prefix + "*", count=1000)]
         if not keys:
-            return set()
+            return {}
         with self.client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.smembers(key)
             members = pipe.execute()
-        return {_text(member).split(".", 1)[0] for group in members for member in group}
+        in_flight: dict[str, set[str]] = {}
+        for key, group in zip(keys, members, strict=True):
+            # <namespace>:__acks__.<worker id>.<queue>; worker ids and queue names hold no dots.
+            queue_name = key[len(prefix) :].split(".", 1)[-1]
+            in_flight.setdefault(queue_name, set()).update(_text(member).split(".", 1)[0] for member in group)
+        return in_flight
 
     def queue_depth(self, queue_name: str) -> int:
         return int(self.client.llen(self.queue_key(queue_name)))

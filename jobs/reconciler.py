@@ -66,6 +66,8 @@ def reconcile_once() -> ReconcileReport:
     horizon = now + timedelta(seconds=settings.JOBS_DELAY_HORIZON_S)
     live_workers = broker.live_worker_ids()  # type: ignore[attr-defined]
 
+    in_flight_by_queue = broker.in_flight_message_ids()  # type: ignore[attr-defined]
+
     for queue in queue_names():
         snapshot_at = timezone.now()
         in_redis = broker.message_ids_in_redis(queue)  # type: ignore[attr-defined]
@@ -74,7 +76,7 @@ def reconcile_once() -> ReconcileReport:
             | Q(status=JobStatus.RETRYING, updated_at__lt=grace)
             | Q(status=JobStatus.SCHEDULED, scheduled_for__lte=horizon)
         )
-        in_flight = broker.in_flight_message_ids(queue)  # type: ignore[attr-defined]
+        in_flight = in_flight_by_queue.get(queue, set())
         stranded = _stranded(queue, in_flight, now - timedelta(seconds=settings.JOBS_STRANDED_AFTER_S))
         for job in waiting.order_by("created_at")[:_BATCH]:
             if (str(job.id) in in_redis and job.id not in stranded) or job.updated_at >= snapshot_at:
