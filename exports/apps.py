@@ -20,5 +20,6 @@ class ExportsConfig(AppConfig):
         from jobs.isolation import preload_in_children
 
         # Every export writes its file in a child: the forkserver imports the
-        # writer (and psycopg) once instead of each child.
-        preload_in_children("exports.writers", warm_for_queue="csv-export")
+        # writer and psycopg once instead of each child (the writer imports
+        # psycopg only when it runs; importing it cost each export ~0.12 s).
+        preload_in_children("psycopg", "exports.writers", warm_for_queue="csv-export")

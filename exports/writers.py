@@ -59,6 +59,10 @@ def write_postgresql(spec: ExportSpec, report: Report) -> dict[str, int]:
 
     with psycopg.connect(**spec.database, autocommit=True) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
+        # An export reads rows once, in order: compiling the query (PostgreSQL
+        # JIT kicks in on its cost estimate) took ~0.1 s of a 0.3 s export of
+        # 100,000 rows and did not pay back at 1,000,000.
+        conn.execute("SET jit = off")
         with conn.transaction():
             # One snapshot for the count and the rows: the total matches what is written.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")

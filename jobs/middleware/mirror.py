@@ -75,6 +75,7 @@ class JobMirror(Middleware):
         # must not be claimed before the writer (which batches claims and
         # publishes their events) is up.
         from django.conf import settings
+        from django.urls import get_resolver
 
         from jobs.writer import state_writer
 
@@ -82,6 +83,9 @@ class JobMirror(Middleware):
         # default 5 ms GIL switch interval each reply can wait that long for
         # the GIL while another thread computes, which set the pace here.
         sys.setswitchinterval(settings.WORKER_GIL_SWITCH_INTERVAL_S)
+        # The first reverse() of a process imports every URLconf and view
+        # (~0.17 s): paid here, not by the first job that links to a download.
+        get_resolver().reverse_dict  # noqa: B018 - populates the resolver
         state_writer.start(threads=settings.JOBS_STATE_WRITER_THREADS)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
