@@ -167,6 +167,11 @@ class ConveyorRedisBroker(RedisBroker):
 
     def enqueue_many(self, messages: list[Message[Any]]) -> None:
         """Enqueue messages due now in one round trip (fan-outs, bulk creation)."""
+        if len(messages) == 1:
+            # A pipeline holding a script first asks Redis whether the script
+            # is loaded (SCRIPT EXISTS): two round trips for one message.
+            self.enqueue(messages[0])
+            return
         prepared = []
         for message in messages:
             message = message.copy(options={"redis_message_id": f"{message.message_id}.{uuid4().hex[:12]}"})

@@ -14,7 +14,7 @@ from typing import Any
 
 import dramatiq
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from dramatiq.common import current_millis
 from dramatiq.message import Message
@@ -24,7 +24,7 @@ from jobs.estimates import estimate_duration_s
 from jobs.messages import ATTEMPT, JOB_TYPE, MAX_ATTEMPTS, PARENT, PRIORITY
 from jobs.models import Job, JobPriority, JobStatus
 from jobs.queues import get_queue
-from jobs.registry import JobType, job_types
+from jobs.registry import JobPlan, JobType, job_types
 
 logger = logging.getLogger(__name__)
 
@@ -155,26 +155,22 @@ def start_job(job_type: JobType, user: Any, data: dict[str, Any], idempotency_ke
         if existing is not None:
             return EnqueueResult(existing, created=False)
     try:
+        job = None
+        plan_statements = _StatementCounter()
         with transaction.atomic():
-            plan = job_type.plan(user, data)
+            with connection.execute_wrapper(plan_statements):
+                plan = job_type.plan(user, data)
             if plan.existing_job is not None:
                 return EnqueueResult(plan.existing_job, created=False)
-            job = build_job(
-                job_type=job_type.name,
-                queue=plan.queue or job_type.queue,
-                actor=plan.actor or job_type.actor,
-                arguments=plan.arguments,
-                owner=user,
-                priority=plan.priority,
-                schedule_at=plan.schedule_at,
-                estimated_duration_s=plan.estimated_duration_s or estimate_duration_s(job_type.name),
-                idempotency_key=idempotency_key or None,
-            )
-            if plan.initial_data:
-                job.progress_data = dict(plan.initial_data)
-            create_jobs([job])
-            if plan.on_created is not None:
-                plan.on_created(job)
+            if plan_statements.count or plan.on_created is not None:
+                job = _record(job_type, plan, user, idempotency_key)
+        if job is None:
+            # The plan only validated (no statement ran, so no transaction
+            # began): the Job row is the one write, and one INSERT in
+            # autocommit is its own transaction. That is one round trip to
+            # the database instead of three (BEGIN, INSERT, COMMIT). In a
+            # caller's transaction it still commits, or not, with the caller's.
+            job = _record(job_type, plan, user, idempotency_key)
     except IntegrityError:
         # Two requests with the same key raced: the first one's job is the answer.
         existing = _idempotent_match(user, idempotency_key) if idempotency_key else None
@@ -182,6 +178,38 @@ def start_job(job_type: JobType, user: Any, data: dict[str, Any], idempotency_ke
             raise
         return EnqueueResult(existing, created=False)
     return EnqueueResult(job, created=True)
+
+
+def _record(job_type: JobType, plan: JobPlan, user: Any, idempotency_key: str | None) -> Job:
+    """Save the planned job (it is sent once the surrounding transaction commits)."""
+    job = build_job(
+        job_type=job_type.name,
+        queue=plan.queue or job_type.queue,
+        actor=plan.actor or job_type.actor,
+        arguments=plan.arguments,
+        owner=user,
+        priority=plan.priority,
+        schedule_at=plan.schedule_at,
+        estimated_duration_s=plan.estimated_duration_s or estimate_duration_s(job_type.name),
+        idempotency_key=idempotency_key or None,
+    )
+    if plan.initial_data:
+        job.progress_data = dict(plan.initial_data)
+    create_jobs([job])
+    if plan.on_created is not None:
+        plan.on_created(job)
+    return job
+
+
+class _StatementCounter:
+    """A database execute wrapper that counts the statements run through it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        self.count += 1
+        return execute(sql, params, many, context)
 
 
 def _idempotent_match(user: Any, key: str) -> Job | None:

@@ -205,3 +205,48 @@ def test_retry_of_a_running_job_answers_409(user_api, user):
 def test_schema_and_docs_are_served(staff_api):
     assert staff_api.get("/api/schema/").status_code == 200
     assert staff_api.get("/api/docs/").status_code == 200
+
+
+# -- recording outside and inside a caller's transaction --------------------------------------
+VALIDATED_CANARY = {"queue": "maintenance", "seconds": 0, "steps": 1, "fail": False, "priority": "normal"}
+
+
+def _waiting_message_ids(queue_name: str) -> list[str]:
+    import dramatiq
+
+    broker = dramatiq.get_broker()
+    return [key.decode().split(".")[0] for key in broker.client.hkeys(broker.messages_key(queue_name))]
+
+
+def test_a_job_started_outside_a_transaction_is_saved_and_sent(transactional_db, clean_redis, staff):
+    # Given a job type whose plan only validates (the canary's): its row is one INSERT in autocommit
+    from jobs.registry import get_job_type
+    from jobs.services import start_job
+
+    # When it is started with no transaction around it
+    outcome = start_job(get_job_type("canary"), staff, VALIDATED_CANARY)
+
+    # Then the row is committed (another connection sees it) and its message waits in Redis
+    from django.db import connections
+
+    assert outcome.created
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT status FROM jobs_job WHERE id = %s", [outcome.job.id])
+        assert cursor.fetchone() == (JobStatus.QUEUED,)
+    assert _waiting_message_ids("maintenance") == [str(outcome.job.id)]
+
+
+def test_a_job_started_in_a_transaction_that_rolls_back_is_neither_saved_nor_sent(transactional_db, clean_redis, staff):
+    from django.db import transaction
+
+    from jobs.registry import get_job_type
+    from jobs.services import start_job
+
+    # When the caller's transaction fails after starting a job
+    with pytest.raises(RuntimeError), transaction.atomic():
+        start_job(get_job_type("canary"), staff, VALIDATED_CANARY)
+        raise RuntimeError("the caller's own work failed")
+
+    # Then the job never existed
+    assert not Job.objects.exists()
+    assert _waiting_message_ids("maintenance") == []
