@@ -81,6 +81,15 @@ if _default_db["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     _default_db["CONN_MAX_AGE"] = 0
+elif _default_db["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
+    # Django turns psycopg's prepared statements off (for transaction-mode
+    # poolers). Its own cursors bind on the client and never prepare anyway;
+    # the hot statements (the state writer's batch, a campaign's per-message
+    # mark-and-claim) go to psycopg cursors and ask to be prepared: without
+    # this, PostgreSQL parsed and planned each of them on every run. Set
+    # DB_PREPARED_STATEMENTS=false behind a pooler that cannot keep them
+    # (PgBouncer in transaction mode before 1.21).
+    _default_db.setdefault("OPTIONS", {})["prepare_threshold"] = 5
 DATABASES = {"default": _default_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Connections each process may hold; the run command prints the total.
