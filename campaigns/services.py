@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -68,6 +68,40 @@ def add_deliveries(campaign: Campaign, users: Iterable[Any], contexts: dict[int,
     return Delivery.objects.filter(campaign=campaign).count()
 
 
+def add_audience(campaign: Campaign, users: QuerySet[Any]) -> int:
+    """Create a pending delivery per user of ``users`` not already in the campaign; returns the total.
+
+    One ``INSERT ... SELECT``: the database copies the ids and addresses
+    itself. Building the rows in Python took 0.25 s of a 2,000-recipient
+    request (model instances, then an INSERT with 18,000 values).
+    """
+    select_sql, params = users.order_by().values_list("id", "email").query.sql_with_params()
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        quote(column)
+        for column in (
+            "campaign_id",
+            "user_id",
+            "email",
+            "status",
+            "smtp_response",
+            "attempts",
+            "claimed_by",
+            "context",
+            "updated_at",
+        )
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(Delivery._meta.db_table)} ({columns}) "
+            f"SELECT %s, audience.id, audience.email, %s, '', 0, '', '{{}}', %s FROM ({select_sql}) AS audience "
+            # WHERE true: SQLite cannot tell ON CONFLICT from a join condition after a bare SELECT.
+            "WHERE true ON CONFLICT DO NOTHING",
+            [campaign.pk, DeliveryStatus.PENDING, connection.ops.adapt_datetimefield_value(timezone.now()), *params],
+        )
+    return Delivery.objects.filter(campaign=campaign).count()
+
+
 def expected_duration_s(recipients: int) -> float:
     """At the rate limit, the time a campaign of this size takes (at least a second)."""
     per_minute = settings.EMAIL_RATE_LIMIT_PER_MINUTE
@@ -88,7 +122,7 @@ def create_campaign_for_users(
         audience=Audience.SELECTED,
         scheduled_at=schedule_at,
     )
-    add_deliveries(campaign, reachable_users().filter(id__in=user_ids).only("id", "email"))
+    add_audience(campaign, reachable_users().filter(id__in=user_ids))
     campaign.refresh_counts()
     return campaign
 
@@ -141,7 +175,7 @@ def start_sending(campaign_id: int, *, job_id: str | None = None) -> SendingPlan
             # Cancelled while this parent started: the hook already closed the campaign.
             raise JobCancelled("cancelled while the campaign started")
         if campaign.audience != Audience.SELECTED or campaign.selected_users.exists():
-            add_deliveries(campaign, audience_users(campaign).only("id", "email"))
+            add_audience(campaign, audience_users(campaign))
         changes: dict[str, Any] = {"status": CampaignStatus.SENDING}
         if campaign.started_at is None:
             changes["started_at"] = timezone.now()
