@@ -137,6 +137,10 @@ JOBS_TRACEBACK_MAX_CHARS = env_int("JOBS_TRACEBACK_MAX_CHARS", 20_000)
 # pub/sub channels ignore the Redis database number, so tests and `make run`
 # on one Redis must differ here.
 JOBS_LIVE_EVENTS = env_bool("JOBS_LIVE_EVENTS", True)
+# How stale a process's knowledge of which groups have a live subscriber may
+# be (events for groups nobody listens to are not published); a new socket
+# waits this long before reading its snapshot.
+JOBS_LIVE_DISCOVERY_S = env_float("JOBS_LIVE_DISCOVERY_S", 0.2)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",

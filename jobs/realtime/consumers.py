@@ -8,16 +8,20 @@ HTTP API's 404 does); no data is sent before either.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from jobs.realtime.groups import STAFF_GROUP, job_group, user_group
 from jobs.realtime.state import LatestState, jobs_visible_to, snapshot_of, unfinished_snapshots
 
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_NOT_FOUND = 4004
+#: Time for Redis to have processed the SUBSCRIBE the channel layer sent.
+_SUBSCRIBE_MARGIN_S = 0.05
 
 
 class _JobEventsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
@@ -48,8 +52,15 @@ class _JobEventsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         raise NotImplementedError
 
     async def join(self, group: str) -> None:
+        """Join a group; returns once every publisher knows this group has a subscriber.
+
+        Publishers skip groups nobody listens to, and learn of a new
+        subscriber within ``JOBS_LIVE_DISCOVERY_S``: an event skipped before
+        then happened before the snapshot is read, so the snapshot has it.
+        """
         await self.channel_layer.group_add(group, self.channel_name)
         self.joined.append(group)
+        await asyncio.sleep(settings.JOBS_LIVE_DISCOVERY_S + _SUBSCRIBE_MARGIN_S)
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "joined", []):

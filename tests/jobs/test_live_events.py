@@ -66,3 +66,47 @@ def test_progress_after_the_end_is_dropped_but_a_retry_starts_over():
     assert retried["progress"] == 0
     assert state.is_news(message("status", "active"))
     assert state.advance(message("status", "active"))["progress"] == 0
+
+
+def test_the_publisher_sends_an_event_only_to_its_groups_that_have_a_subscriber(clean_redis, settings):
+    import json
+
+    import redis as redis_lib
+    from channels.layers import get_channel_layer
+
+    from jobs.realtime.groups import group_channel_prefix, job_group, layer_config
+    from jobs.realtime.publisher import LivePublisher
+
+    settings.JOBS_LIVE_DISCOVERY_S = 0.0  # ask Redis on every batch
+    host = layer_config()["hosts"][0]
+    client = redis_lib.Redis.from_url(host if isinstance(host, str) else host["address"])
+    prefix = group_channel_prefix()
+    # Given a socket on one job's group, and an observer of every group channel
+    # (a pattern subscription, which publishers do not count as a subscriber)
+    watcher, observer = client.pubsub(), client.pubsub()
+    watcher.subscribe(prefix + job_group("watched"))
+    observer.psubscribe(prefix + "*")
+    for pubsub in (watcher, observer):
+        assert pubsub.get_message(timeout=2)["type"] in ("subscribe", "psubscribe")
+
+    # When events of the watched job and of another job are published (their owner's and staff's
+    # groups have no subscriber either)
+    LivePublisher().publish(
+        [
+            JobEvent("status", "unwatched", "active", None, None, "", 5, True),
+            JobEvent("status", "watched", "completed", 100, None, "", 5, True),
+        ]
+    )
+
+    # Then exactly one message went out: the watched job's, to its own group
+    layer = get_channel_layer()
+    received = [observer.get_message(timeout=2)]
+    while (extra := observer.get_message(timeout=0.3)) is not None:
+        received.append(extra)
+    assert [(m["channel"].decode(), layer.deserialize(m["data"])["event"]["job_id"]) for m in received] == [
+        (prefix + job_group("watched"), "watched")
+    ]
+    assert json.dumps(layer.deserialize(watcher.get_message(timeout=2)["data"])["event"]["status"]) == '"completed"'
+    watcher.close()
+    observer.close()
+    client.close()
