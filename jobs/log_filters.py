@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
+import dramatiq.worker
+from dramatiq.broker import Broker
 from dramatiq.middleware.shutdown import Shutdown
 
 from jobs.exceptions import JobCancelled, JobTimedOut, PermanentJobError, Reschedule
@@ -19,8 +22,6 @@ class ExpectedJobOutcomes(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and "haven't added the Results middleware" in record.msg:
-            return False  # results are kept in the Job row, not in a Results backend
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, EXPECTED):
             record.levelno, record.levelname = logging.INFO, "INFO"
@@ -31,5 +32,21 @@ class ExpectedJobOutcomes(logging.Filter):
         return True
 
 
+@functools.lru_cache(maxsize=8)  # as Dramatiq's own: asked once per message
+def _results_are_kept(broker: Broker) -> bool:
+    """Dramatiq's check, answering yes when the Job mirror keeps actors' return values."""
+    from jobs.middleware.mirror import JobMirror
+
+    return any(isinstance(m, JobMirror) for m in broker.middleware) or _dramatiqs_check(broker)
+
+
+_dramatiqs_check = dramatiq.worker.has_results_middleware
+
+
 def install() -> None:
     logging.getLogger("dramatiq.worker.WorkerThread").addFilter(ExpectedJobOutcomes())
+    # A worker thread warns about every actor that returns a value when the
+    # broker has no Results middleware (it only counts Dramatiq's own
+    # class). The Job row keeps results; filtering the warning out still
+    # built a log record for every job (~4 % of a no-op job's CPU).
+    dramatiq.worker.has_results_middleware = _results_are_kept

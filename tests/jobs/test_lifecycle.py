@@ -93,3 +93,12 @@ def test_message_for_an_actor_that_no_longer_exists_fails_the_job(pools):
     dramatiq.get_broker().enqueue(__import__("jobs.services", fromlist=["x"]).message_for(job))
     wait_status(job, JobStatus.FAILED)
     assert "actor_that_was_removed" in job.error_message and "no longer exists" in job.error_message
+
+
+def test_worker_threads_know_that_the_job_row_keeps_return_values():
+    # Dramatiq warns about every actor that returns a value unless the broker has its Results
+    # middleware; the warning's log record alone cost ~4 % of a no-op job's CPU.
+    import dramatiq
+    import dramatiq.worker
+
+    assert dramatiq.worker.has_results_middleware(dramatiq.get_broker())
