@@ -214,8 +214,12 @@ VALIDATED_CANARY = {"queue": "maintenance", "seconds": 0, "steps": 1, "fail": Fa
 def _waiting_message_ids(queue_name: str) -> list[str]:
     import dramatiq
 
+    from jobs.broker import ConveyorRedisBroker
+
     broker = dramatiq.get_broker()
-    return [key.decode().split(".")[0] for key in broker.client.hkeys(broker.messages_key(queue_name))]
+    assert isinstance(broker, ConveyorRedisBroker)
+    keys = broker.client.hkeys(broker.messages_key(queue_name))
+    return [(key.decode() if isinstance(key, bytes) else str(key)).split(".")[0] for key in keys]
 
 
 def test_a_job_started_outside_a_transaction_is_saved_and_sent(transactional_db, clean_redis, staff):
