@@ -127,7 +127,7 @@ class LivePublisher:
         listened = self._listened_channels(prefix)
         if not listened:
             return
-        owners = self._owners_of([event for event in batch if not event.owner_known])
+        owners = self._owners_of(batch)  # learns the owners claims and completions carry
         layer = get_channel_layer()
         assert layer is not None
         deliveries = []
