@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 from uuid import uuid4
 
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import current_millis, dq_name
+from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
@@ -108,6 +109,18 @@ return {}
 """
 
 
+class ClaimAhead(Protocol):
+    """Told of each message a consumer hands to its worker threads, and of those it gives back.
+
+    The job mirror starts a message's claim as soon as it is fetched, so the
+    claim's commit overlaps the time the message waits for a free thread.
+    """
+
+    def fetched(self, message: MessageProxy) -> None: ...
+
+    def given_back(self, messages: Sequence[MessageProxy]) -> None: ...
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -129,6 +142,8 @@ class ConveyorRedisBroker(RedisBroker):
         self.maintenance_interval_ms = maintenance_interval_ms or settings.DRAMATIQ_MAINTENANCE_INTERVAL_MS
         self._enqueue_script = self.client.register_script(_ENQUEUE_LUA)
         self._ack_and_fetch_script = self.client.register_script(_ACK_AND_FETCH_LUA)
+        #: Set by the job mirror while a worker runs in this process.
+        self.claim_ahead: ClaimAhead | None = None
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -319,6 +334,8 @@ class _ConveyorConsumer(_RedisConsumer):
         self._last_maintenance = time.monotonic()
         self._held: list[tuple[MessageProxy, AckGate]] = []
         self._held_lock = threading.Lock()
+        # Delayed messages only wait here to be moved to their queue: nothing to claim.
+        self._runs_jobs = q_name(queue_name) == queue_name
 
     def ack(self, message: MessageProxy) -> None:
         gate = AckGate.take(message.message_id)
@@ -361,6 +378,14 @@ class _ConveyorConsumer(_RedisConsumer):
             pass
         super().close()
 
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Give fetched messages back to the queue (a shutdown): their early claims are undone first."""
+        messages = list(messages)
+        claim_ahead = self.broker.claim_ahead
+        if claim_ahead is not None and self._runs_jobs:
+            claim_ahead.given_back(messages)
+        super().requeue(messages)
+
     def nack(self, message: MessageProxy) -> None:
         try:
             super().nack(message)
@@ -384,7 +409,11 @@ class _ConveyorConsumer(_RedisConsumer):
                     continue
                 message = Message.decode(data)
                 self.queued_message_ids.add(message.message_id)
-                return MessageProxy(message)
+                proxy = MessageProxy(message)
+                claim_ahead = self.broker.claim_ahead
+                if claim_ahead is not None and self._runs_jobs and "eta" not in message.options:
+                    claim_ahead.fetched(proxy)
+                return proxy
 
             # Acknowledgements go out with the next fetch: one command for both.
             acks = self._take_released() if self._held else []

@@ -36,7 +36,9 @@ _MAX_BATCH = 256
 Callback = Callable[[Any, BaseException | None], None]
 
 
-class _Item:
+class PendingWrite:
+    """A write handed to the writer; ``wait()`` gives its result once committed."""
+
     __slots__ = ("callback", "done", "error", "result", "write")
 
     def __init__(self, write: Write, callback: Callback | None = None) -> None:
@@ -45,6 +47,12 @@ class _Item:
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+
+    def wait(self) -> Any:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 class StateWriter:
@@ -57,7 +65,7 @@ class StateWriter:
     """
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[PendingWrite | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._local = threading.local()
 
@@ -88,12 +96,20 @@ class StateWriter:
         """Run a write in the writer's next transaction (at once outside a worker) and return its result."""
         if not self.running or self._is_writer_thread():
             return apply([write])[0]
-        item = _Item(write)
+        return self.submit(write).wait()
+
+    def submit(self, write: Write) -> PendingWrite:
+        """Queue a write and return at once; the caller ``wait()``s for its result when it needs it."""
+        item = PendingWrite(write)
+        if not self.running or self._is_writer_thread():
+            try:
+                item.result = apply([write])[0]
+            except Exception as exc:  # noqa: BLE001 - handed to whoever waits
+                item.error = exc
+            item.done.set()
+            return item
         self._queue.put(item)
-        item.done.wait()
-        if item.error is not None:
-            raise item.error
-        return item.result  # type: ignore[no-any-return]
+        return item
 
     def write_later(self, write: Write, callback: Callback) -> None:
         """Queue a write without waiting; ``callback(result, error)`` runs once it is committed."""
@@ -105,7 +121,7 @@ class StateWriter:
                 return
             callback(result, None)
             return
-        self._queue.put(_Item(write, callback))
+        self._queue.put(PendingWrite(write, callback))
 
     def _run(self) -> None:
         while True:
@@ -125,7 +141,7 @@ class StateWriter:
             self._commit(batch)
         close_old_connections()
 
-    def _commit(self, batch: list[_Item]) -> None:
+    def _commit(self, batch: list[PendingWrite]) -> None:
         now = time.monotonic()
         if now - getattr(self._local, "checked", 0.0) > 30:
             # Not per batch: a health check is a round trip of its own.
@@ -145,7 +161,7 @@ class StateWriter:
                     except Exception:
                         logger.exception("A job write's callback failed")
 
-    def _write_until_done(self, batch: list[_Item]) -> None:
+    def _write_until_done(self, batch: list[PendingWrite]) -> None:
         """Write the batch; while the database is unreachable, wait for it (up to a limit).
 
         Giving up at once would lose the outcome of jobs that ran: their
@@ -176,7 +192,7 @@ class StateWriter:
                 pause = min(pause * 2, 5.0)
 
     @staticmethod
-    def _write(batch: list[_Item]) -> None:
+    def _write(batch: list[PendingWrite]) -> None:
         try:
             for item, result in zip(batch, apply([item.write for item in batch]), strict=True):
                 item.result = result

@@ -13,9 +13,9 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from django.core.serializers.json import DjangoJSONEncoder
@@ -25,13 +25,16 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq.middleware.shutdown import Shutdown
 
-from jobs.broker import AckGate
+from jobs.broker import AckGate, ConveyorRedisBroker
 from jobs.context import RunningJob, current_job, set_current_job
 from jobs.exceptions import JobCancelled, JobTimedOut, Reschedule
 from jobs.fanout import AwaitChildren, child_finished, start_children
 from jobs.messages import ATTEMPT, JOB_OPTIONS, JOB_TYPE, MAX_ATTEMPTS, PARENT, SKIP_REASON
 from jobs.queues import UnknownQueue, get_queue
 from jobs.retry_policy import backoff_ms, is_permanent
+
+if TYPE_CHECKING:
+    from jobs.writer import PendingWrite
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ def _jsonable(value: Any) -> Any:
         return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
     except (TypeError, ValueError):
         return {"repr": repr(value)[:1000]}
+
+
+def _redis_id(message: MessageProxy) -> str:
+    return str(message.options.get("redis_message_id") or message.message_id)
 
 
 def describe_error(exc: BaseException, running: RunningJob | None) -> str:
@@ -69,6 +76,9 @@ class JobMirror(Middleware):
     def __init__(self) -> None:
         self._worker_id: str | None = None
         self._local = threading.local()
+        # Claims started when their message was fetched, by Redis message id.
+        self._ahead: dict[str, PendingWrite] = {}
+        self._ahead_lock = threading.Lock()
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Before the worker threads start: a message already waiting in Redis
@@ -87,16 +97,56 @@ class JobMirror(Middleware):
         # (~0.17 s): paid here, not by the first job that links to a download.
         get_resolver().reverse_dict  # noqa: B018 - populates the resolver
         state_writer.start(threads=settings.JOBS_STATE_WRITER_THREADS)
+        self.worker_id(broker)  # known before the consumers fetch
+        if isinstance(broker, ConveyorRedisBroker):
+            broker.claim_ahead = self
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from jobs.writer import state_writer
 
+        if isinstance(broker, ConveyorRedisBroker) and broker.claim_ahead is self:
+            broker.claim_ahead = None
         state_writer.stop()
 
     def worker_id(self, broker: dramatiq.Broker) -> str:
         if self._worker_id is None:
             self._worker_id = str(getattr(broker, "broker_id", "local"))
         return self._worker_id
+
+    # -- claim ahead (jobs.broker.ClaimAhead) ------------------------------
+    def fetched(self, message: MessageProxy) -> None:
+        """Start the claim of a message the consumer just fetched; its worker thread waits for it.
+
+        A worker thread used to wait out the claim's round trip to
+        PostgreSQL before each job; started here, it commits while the
+        message waits for a thread (a pool that prefetches beyond its
+        threads), or while the previous job of the batch runs.
+        """
+        from jobs.hot_writes import Claim
+        from jobs.writer import state_writer
+
+        claim = Claim(message.message_id, int(message.options.get(ATTEMPT, 0)), self._worker_id or "local")
+        pending = state_writer.submit(claim)
+        with self._ahead_lock:
+            self._ahead[_redis_id(message)] = pending
+
+    def given_back(self, messages: Sequence[MessageProxy]) -> None:
+        """Messages fetched but never run go back to Redis (a shutdown): undo their claims."""
+        from jobs.models import Job
+
+        me = self._worker_id or "local"
+        for message in messages:
+            pending = self._take_ahead(message)
+            try:
+                if pending is not None and pending.wait():
+                    Job.requeue_after_shutdown(message.message_id, me)
+            except Exception:
+                # Left active with this worker's id: taken over once this worker is gone.
+                logger.exception("Could not give back the claim of job %s", message.message_id)
+
+    def _take_ahead(self, message: MessageProxy) -> PendingWrite | None:
+        with self._ahead_lock:
+            return self._ahead.pop(_redis_id(message), None)
 
     # -- start --------------------------------------------------------------
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
@@ -105,7 +155,8 @@ class JobMirror(Middleware):
         job_id = message.message_id
         me = self.worker_id(broker)
         expected = int(message.options.get(ATTEMPT, 0))
-        claimed = Job.claim(job_id, expected, me)
+        pending = self._take_ahead(message)
+        claimed = bool(pending.wait()) if pending is not None else Job.claim(job_id, expected, me)
         attempt = expected + 1
         if not claimed:
             row = Job.objects.filter(id=job_id).values("status", "worker_id", "attempts", "max_attempts").first()
