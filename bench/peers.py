@@ -13,7 +13,8 @@ workers start, and processing runs from the first job taken to the queue empty
 * RQ 3.0: ``rq worker-pool -n 2`` (2 workers), with ``SimpleWorker`` (runs jobs in the
   worker process) and with RQ's default ``Worker``, which forks a work horse per job
   (at most 1,000 jobs for that one: it managed 4-9 jobs/s per worker here);
-* Conveyor: canary jobs on 2 processes x 8 threads, via ``bench.throughput.bench_conveyor``.
+* Conveyor: canary jobs on 2 processes x 8 threads holding 16 messages each (Dramatiq's
+  default prefetch), via ``bench.throughput.bench_conveyor``.
 
 Celery uses Redis database 12, RQ database 13, Conveyor database 14 (the
 ``conveyor-bench`` namespace): the machine's Redis, separate keys.
@@ -125,7 +126,7 @@ def bench_rq(jobs: int, worker_class: str) -> tuple[float, float]:
 def bench_conveyor(jobs: int) -> tuple[float, float]:
     from bench import throughput
 
-    return throughput.bench_conveyor(jobs, processes=2, threads=8)
+    return throughput.bench_conveyor(jobs, processes=2, threads=8, prefetch=16)
 
 
 SIDES: dict[str, Callable[[int], tuple[float, float]]] = {

@@ -1,6 +1,11 @@
 """Throughput of no-op jobs: plain Dramatiq actors versus Conveyor jobs, same workers, same run.
 
-    .venv/bin/python bench/throughput.py [--jobs 20000] [--processes 2] [--threads 8]
+    .venv/bin/python bench/throughput.py [--jobs 20000] [--processes 2] [--threads 8] [--prefetch 16]
+
+Both sides run the same worker configuration: processes, threads, and the
+messages each process holds (prefetch; Dramatiq's default, 2 x threads, for
+both unless told otherwise). For Conveyor that is the queue table's
+``QUEUE_<QUEUE>_PREFETCH``: a queue of many short jobs is configured so.
 
 Plain: Dramatiq's RedisBroker with its default middleware and a no-op actor.
 Conveyor: canary jobs (a progress report each) with the Job mirror, the
@@ -34,7 +39,7 @@ os.environ.setdefault("BENCH_REDIS_URL", os.environ["REDIS_URL"])
 from bench.processes import start_logged, stop, stop_children_at_exit  # noqa: E402 - needs the project root on the path
 
 
-def bench_plain(jobs: int, processes: int, threads: int) -> tuple[float, float]:
+def bench_plain(jobs: int, processes: int, threads: int, prefetch: int) -> tuple[float, float]:
     from bench import plain_dramatiq_app as app
 
     for key in app.broker.client.scan_iter("bench-plain:*"):
@@ -57,6 +62,7 @@ def bench_plain(jobs: int, processes: int, threads: int) -> tuple[float, float]:
             "bench",
         ],
         ROOT / "var" / "bench-plain.log",
+        {**os.environ, "dramatiq_queue_prefetch": str(prefetch)},
     )
     deadline = time.monotonic() + 300
     while app.broker.do_qsize("bench") >= jobs:
@@ -73,7 +79,7 @@ def bench_plain(jobs: int, processes: int, threads: int) -> tuple[float, float]:
     return enqueue_rate, processing_rate
 
 
-def bench_conveyor(jobs: int, processes: int, threads: int) -> tuple[float, float]:
+def bench_conveyor(jobs: int, processes: int, threads: int, prefetch: int) -> tuple[float, float]:
     import django
 
     django.setup()
@@ -107,7 +113,8 @@ def bench_conveyor(jobs: int, processes: int, threads: int) -> tuple[float, floa
         **os.environ,
         "QUEUE_MAINTENANCE_PROCESSES": str(processes),
         "QUEUE_MAINTENANCE_THREADS": str(threads),
-        "dramatiq_queue_prefetch": str(threads),
+        "QUEUE_MAINTENANCE_PREFETCH": str(prefetch),
+        "dramatiq_queue_prefetch": str(prefetch),
     }
     proc = start_logged(
         [
@@ -141,11 +148,18 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="messages each worker process holds, for both sides (default: Dramatiq's, 2 x threads)",
+    )
     args = parser.parse_args()
+    prefetch = args.prefetch or 2 * args.threads
     stop_children_at_exit()  # a failed or interrupted run leaves no worker behind
-    plain_enqueue, plain = bench_plain(args.jobs, args.processes, args.threads)
-    conveyor_enqueue, conveyor = bench_conveyor(args.jobs, args.processes, args.threads)
-    print(f"{args.jobs} no-op jobs, {args.processes} processes x {args.threads} threads")
+    plain_enqueue, plain = bench_plain(args.jobs, args.processes, args.threads, prefetch)
+    conveyor_enqueue, conveyor = bench_conveyor(args.jobs, args.processes, args.threads, prefetch)
+    print(f"{args.jobs} no-op jobs, {args.processes} processes x {args.threads} threads, prefetch {prefetch}")
     print(
         f"enqueue    plain dramatiq {plain_enqueue:8.0f}/s   conveyor {conveyor_enqueue:8.0f}/s"
         f"   ratio {conveyor_enqueue / plain_enqueue:.2f}"

@@ -4,6 +4,14 @@ Every value can be overridden without a code change, through a Django
 setting or an environment variable named ``QUEUE_<QUEUE>_<FIELD>``, for
 example ``QUEUE_PDF_PROCESSING_TIME_LIMIT=900`` or
 ``QUEUE_EMAIL_SENDER_THREADS=8``. A time limit of ``none`` means no limit.
+
+``PREFETCH`` is how many messages each worker process holds (running or
+waiting for a thread); by default one per thread, so waiting messages stay
+in Redis where priorities order them. A queue of many millisecond jobs can
+hold more (``QUEUE_MAINTENANCE_PREFETCH=16`` with 8 threads): its threads
+then never wait for Redis, and the held jobs' claims commit while they wait
+(no-op throughput roughly 1.5x). The cost: a high-priority job can wait
+behind at most ``prefetch - threads`` held jobs per process.
 """
 
 from __future__ import annotations
@@ -22,10 +30,17 @@ class QueuePolicy:
     processes: int
     threads: int
     constraint: str
+    #: 0: one per thread.
+    prefetch: int = 0
 
     @property
     def max_attempts(self) -> int:
         return self.max_retries + 1
+
+    @property
+    def held_messages(self) -> int:
+        """Messages each worker process holds: at least one per thread."""
+        return max(self.threads, self.prefetch)
 
     @property
     def env_prefix(self) -> str:
@@ -46,6 +61,7 @@ _FIELDS = {
     "CONCURRENCY": "concurrency",
     "PROCESSES": "processes",
     "THREADS": "threads",
+    "PREFETCH": "prefetch",
 }
 
 

@@ -437,8 +437,9 @@ def pool_spec(
 ) -> ChildSpec:
     """One Dramatiq worker pool (``rundramatiq``) that consumes only ``policy.name``.
 
-    Each worker thread prefetches at most one message per thread, so waiting
-    messages stay in Redis, where priorities apply. Pools run at a lower CPU
+    Each process holds the queue table's ``held_messages`` (one per thread
+    unless the queue says more), so waiting messages stay in Redis, where
+    priorities apply. Pools run at a lower CPU
     priority than the web server (``WORKER_NICE``, default 10).
     """
     if shutdown_grace_s is None:
@@ -460,7 +461,7 @@ def pool_spec(
         # mirror requeues them: Dramatiq must still be waiting then.
         str(int((shutdown_grace_s + 10) * 1000)),
     ]
-    env = {"dramatiq_queue_prefetch": str(policy.threads), **(extra_env or {})}
+    env = {"dramatiq_queue_prefetch": str(policy.held_messages), **(extra_env or {})}
     return ChildSpec(
         name="pool:" + policy.name,
         argv=argv,
