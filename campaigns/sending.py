@@ -34,6 +34,7 @@ import functools
 import logging
 import random
 import smtplib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -47,11 +48,11 @@ from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from django.core.mail.message import sanitize_address
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db import connection as db_connection
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from campaigns.exceptions import CampaignNotFound, SendingDeferred, SmtpUnavailable
-from campaigns.models import Campaign, Delivery, DeliveryStatus
+from campaigns.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
 from campaigns.ratelimit import ConnectionSlots, SendRateLimiter
 from campaigns.rendering import (
     PLAIN_ADDRESS,
@@ -519,20 +520,64 @@ class _Recipient:
     user: Any
 
 
-def _pending_recipients(delivery_ids: list[int]) -> list[_Recipient]:
-    """The batch's pending rows in id order, each with its user (a full model instance for the template)."""
+def _pending_recipients(delivery_ids: list[int], token: str) -> tuple[list[_Recipient], int]:
+    """The batch's rows to send in id order, each with its user (a full model instance for the template).
+
+    Those are the ``pending`` rows, and the rows this same job left
+    ``sending`` when it died (a redelivery: they are made ``pending`` again,
+    and their number is returned). One query in the usual case, where there
+    are none of the latter.
+    """
     rows = list(
-        Delivery.objects.filter(id__in=delivery_ids, status=DeliveryStatus.PENDING)
+        Delivery.objects.filter(
+            Q(status=DeliveryStatus.PENDING) | Q(status=DeliveryStatus.SENDING, claimed_by=token),
+            id__in=delivery_ids,
+        )
         .order_by("id")
-        .values_list("id", "email", "attempts", "context", "user_id")
+        .values_list("id", "email", "attempts", "context", "user_id", "status")
     )
+    interrupted = [row[0] for row in rows if row[5] == DeliveryStatus.SENDING]
+    reclaimed = 0
+    if interrupted:
+        reclaimed = Delivery.objects.filter(id__in=interrupted, status=DeliveryStatus.SENDING, claimed_by=token).update(
+            status=DeliveryStatus.PENDING, claimed_by="", updated_at=timezone.now()
+        )
     users = get_user_model()._default_manager.in_bulk({row[4] for row in rows})
     # A user deleted meanwhile takes its delivery with it (cascade): such a row is skipped.
-    return [
+    recipients = [
         _Recipient(pk, email, attempts, context or {}, users[user_id])
-        for pk, email, attempts, context, user_id in rows
+        for pk, email, attempts, context, user_id, _ in rows
         if user_id in users
     ]
+    return recipients, reclaimed
+
+
+class _ReportClock:
+    """When this process last wrote a campaign's progress: a batch's closing report waits its turn.
+
+    Every batch used to recount its campaign and write the parent job's row
+    as it ended: five statements per 50 messages, all at the same moment as
+    the other batches'. Now at most one per campaign per
+    ``EMAIL_PROGRESS_INTERVAL_S`` in each process; the campaign's last word
+    is its closing recount (``services.finish_campaign``).
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, campaign_id: int, interval_s: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(campaign_id, -interval_s) < interval_s:
+                return False
+            if len(self._last) > 1000:  # campaigns long over
+                self._last.clear()
+            self._last[campaign_id] = now
+            return True
+
+
+_report_clock = _ReportClock()
 
 
 def send_batch(
@@ -551,18 +596,16 @@ def send_batch(
     if campaign is None:
         raise CampaignNotFound(f"campaign {campaign_id} does not exist")
     outcome = BatchOutcome()
-    outcome.reclaimed = Delivery.objects.filter(
-        id__in=delivery_ids, status=DeliveryStatus.SENDING, claimed_by=token
-    ).update(status=DeliveryStatus.PENDING, claimed_by="", updated_at=timezone.now())
+    recipients, outcome.reclaimed = _pending_recipients(delivery_ids, token)
     if outcome.reclaimed:
         logger.warning(
             "Batch %s was interrupted while sending: %d message(s) in doubt are sent again",
             token,
             outcome.reclaimed,
         )
-    todo = deque(_pending_recipients(delivery_ids))
+    todo = deque(recipients)
     outcome.skipped = len(delivery_ids) - len(todo)
-    if todo and Campaign.is_cancelled(campaign_id):
+    if todo and campaign.status == CampaignStatus.CANCELLED:
         outcome.not_sent = len(todo)
         return outcome
     if not todo:
@@ -668,7 +711,7 @@ def send_batch(
             commits.restore()
             if todo:  # stopped early (cancelled, an error): the campaign's counts say so at once
                 campaign.refresh_counts()
-    if report is not None:
+    if report is not None and _report_clock.due(campaign_id, progress_interval_s):
         report(campaign.refresh_counts(), total - len(todo), total)
     if outcome.retry_later:
         raise SendingDeferred(
