@@ -1,7 +1,7 @@
 # ruff: noqa: E402 - the standard library must be found before it is imported (see below)
 """Email: plain smtplib over 5 connections versus the email-batch job; and the rate limiter's accuracy.
 
-    .venv/bin/python bench/email.py [--emails 2000] [--rounds 3] [--processes 1] [--threads 5]
+    .venv/bin/python bench/email.py [--emails 2000] [--rounds 3] [--processes 5] [--threads 1]
                                     [--limit 50 --window 5 --limited-emails 200]
 
 A local aiosmtpd server (its own process) receives everything and writes
@@ -365,8 +365,9 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--emails", type=int, default=2000)
-    parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=5)
+    # The queue table's email-sender pool (jobs/queues.py): 5 processes x 1 thread.
+    parser.add_argument("--processes", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--window", type=float, default=5.0)
     parser.add_argument("--limited-emails", type=int, default=200)

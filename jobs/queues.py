@@ -3,7 +3,7 @@
 Every value can be overridden without a code change, through a Django
 setting or an environment variable named ``QUEUE_<QUEUE>_<FIELD>``, for
 example ``QUEUE_PDF_PROCESSING_TIME_LIMIT=900`` or
-``QUEUE_EMAIL_SENDER_THREADS=8``. A time limit of ``none`` means no limit.
+``QUEUE_THUMBNAILS_THREADS=8``. A time limit of ``none`` means no limit.
 
 ``PREFETCH`` is how many messages each worker process holds (running or
 waiting for a thread); by default one per thread, so waiting messages stay
@@ -49,7 +49,9 @@ class QueuePolicy:
 
 _TABLE: tuple[QueuePolicy, ...] = (
     QueuePolicy("pdf-processing", 2, 600, 2, 1, 2, "CPU-bound: the heavy work runs in child processes"),
-    QueuePolicy("email-sender", 3, None, 5, 1, 5, "100 emails/min across all workers"),
+    # A process per SMTP connection: composing and rendering one message never
+    # waits for the GIL held by another connection's thread (bench/email.py).
+    QueuePolicy("email-sender", 3, None, 5, 5, 1, "100 emails/min across all workers"),
     QueuePolicy("csv-export", 1, 300, 1, 1, 1, "256 MB per export"),
     QueuePolicy("thumbnails", 2, 60, 4, 1, 4, "parallel, per document"),
     QueuePolicy("maintenance", 1, 3600, 1, 1, 1, "scheduled housekeeping"),
@@ -89,9 +91,13 @@ def _apply_overrides(policy: QueuePolicy) -> QueuePolicy:
             changes[field] = int(raw)
         except ValueError as exc:
             raise ValueError(f"{policy.env_prefix + suffix} must be an integer, got {raw!r}") from exc
-    if "concurrency" in changes and "threads" not in changes:
-        # Concurrency is what operators think in; threads follow it.
-        changes["threads"] = changes["concurrency"]
+    if "concurrency" in changes and "threads" not in changes and "processes" not in changes:
+        # Concurrency is what operators think in: processes follow it in a
+        # pool of single-threaded processes, threads in the others.
+        if policy.threads == 1 and policy.processes > 1:
+            changes["processes"] = changes["concurrency"]
+        else:
+            changes["threads"] = changes["concurrency"]
     return replace(policy, **changes) if changes else policy  # type: ignore[arg-type]
 
 

@@ -40,3 +40,20 @@ def test_a_prefetch_below_the_thread_count_still_feeds_every_thread():
 def test_a_prefetch_that_is_not_a_number_is_refused_by_name():
     with pytest.raises(ValueError, match="QUEUE_THUMBNAILS_PREFETCH must be an integer"):
         get_queue("thumbnails")
+
+
+def test_the_email_pool_runs_a_process_per_smtp_connection():
+    policy = get_queue("email-sender")
+    assert (policy.processes, policy.threads, policy.concurrency) == (5, 1, 5)
+
+
+@override_settings(QUEUE_EMAIL_SENDER_CONCURRENCY=8)
+def test_concurrency_adds_processes_to_a_pool_of_single_threaded_processes():
+    policy = get_queue("email-sender")
+    assert (policy.processes, policy.threads) == (8, 1)
+
+
+@override_settings(QUEUE_THUMBNAILS_CONCURRENCY=6)
+def test_concurrency_adds_threads_to_a_one_process_pool():
+    policy = get_queue("thumbnails")
+    assert (policy.processes, policy.threads) == (1, 6)
