@@ -296,6 +296,7 @@ class JobMirror(Middleware):
         """A message Dramatiq dead-lettered: its actor is gone (or it was undecodable)."""
         from jobs.models import Job
 
+        self._take_ahead(message)  # claimed at fetch, never run: mark_failed below settles the row
         if message.actor_name not in broker.actors:
             Job.mark_failed(message.message_id, f"actor {message.actor_name!r} no longer exists")
 
