@@ -118,9 +118,10 @@ class JobMirror(Middleware):
         """Start the claim of a message the consumer just fetched; its worker thread waits for it.
 
         A worker thread used to wait out the claim's round trip to
-        PostgreSQL before each job; started here, it commits while the
-        message waits for a thread (a pool that prefetches beyond its
-        threads), or while the previous job of the batch runs.
+        PostgreSQL before each job. Started here, the claim goes out with
+        the state writer's next batch and commits while the message waits
+        for a free thread (in a pool that holds more messages than threads),
+        so the thread that takes the message finds it claimed.
         """
         from jobs.hot_writes import Claim
         from jobs.writer import state_writer
