@@ -94,34 +94,30 @@ class StateWriter:
 
     def write(self, write: Write) -> Any:
         """Run a write in the writer's next transaction (at once outside a worker) and return its result."""
-        if not self.running or self._is_writer_thread():
-            return apply([write])[0]
         return self.submit(write).wait()
-
-    def submit(self, write: Write) -> PendingWrite:
-        """Queue a write and return at once; the caller ``wait()``s for its result when it needs it."""
-        item = PendingWrite(write)
-        if not self.running or self._is_writer_thread():
-            try:
-                item.result = apply([write])[0]
-            except Exception as exc:  # noqa: BLE001 - handed to whoever waits
-                item.error = exc
-            item.done.set()
-            return item
-        self._queue.put(item)
-        return item
 
     def write_later(self, write: Write, callback: Callback) -> None:
         """Queue a write without waiting; ``callback(result, error)`` runs once it is committed."""
-        if not self.running or self._is_writer_thread():
-            try:
-                result = apply([write])[0]
-            except Exception as exc:
-                callback(None, exc)
-                return
-            callback(result, None)
-            return
-        self._queue.put(PendingWrite(write, callback))
+        self.submit(write, callback)
+
+    def submit(self, write: Write, callback: Callback | None = None) -> PendingWrite:
+        """Queue a write and return at once; the caller ``wait()``s for its result when it needs it.
+
+        Outside a worker (no writer running), or from the writer's own
+        thread, the write runs at once in the caller's thread.
+        """
+        item = PendingWrite(write, callback)
+        if self.running and not self._is_writer_thread():
+            self._queue.put(item)
+            return item
+        try:
+            item.result = apply([write])[0]
+        except Exception as exc:  # noqa: BLE001 - handed to whoever waits, or to the callback
+            item.error = exc
+        item.done.set()
+        if callback is not None:
+            callback(item.result, item.error)
+        return item
 
     def _run(self) -> None:
         while True:
