@@ -257,8 +257,8 @@ def _run_campaign(user_ids: list[int], timeout: float) -> tuple[float, int]:
 
     from campaigns.models import EmailTemplate
     from jobs.models import Job, JobStatus
-    from jobs.registry import get_job_type
-    from jobs.services import start_job
+    from jobs.dispatch.registry import get_job_type
+    from jobs.dispatch.services import start_job
 
     template, _ = EmailTemplate.objects.get_or_create(
         name="bench",

@@ -17,6 +17,7 @@ prefix, and files under var/bench-exports (deleted at the end).
 """
 
 from __future__ import annotations
+from jobs.state import transitions
 
 import argparse
 import os
@@ -110,7 +111,7 @@ def _run_job(user: Any, job_type: str, export_format: str, timeout: float) -> di
     from exports.job_types import CSV_EXPORT
     from exports.models import Export
     from jobs.models import JobStatus
-    from jobs.services import start_job
+    from jobs.dispatch.services import start_job
 
     with transaction.atomic():
         job = start_job(
@@ -152,7 +153,7 @@ def _forget_earlier_runs() -> None:
         client.delete(key)
     client.close()
     for job_id in Job.objects.filter(type="csv-export", status__in=ACTIVE_STATUSES).values_list("id", flat=True):
-        Job.mark_cancelled(str(job_id), "left over from an interrupted benchmark")
+        transitions.mark_cancelled(str(job_id), "left over from an interrupted benchmark")
 
 
 def _start_worker() -> subprocess.Popen[bytes]:

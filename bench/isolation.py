@@ -124,8 +124,8 @@ def start_heavy_jobs(staff: Any, work: dict[str, Any], export_format: str) -> di
     from django.db import transaction
 
     from documents.services import enqueue_thumbnails
-    from jobs.registry import get_job_type
-    from jobs.services import start_job
+    from jobs.dispatch.registry import get_job_type
+    from jobs.dispatch.services import start_job
 
     with transaction.atomic():
         ocr = start_job(get_job_type("pdf-ocr"), staff, {"file_id": work["ocr_document"].id, "priority": "normal"})
@@ -145,8 +145,8 @@ def start_heavy_jobs(staff: Any, work: dict[str, Any], export_format: str) -> di
 
 def describe_and_cancel(jobs: dict[str, list[Any]]) -> list[str]:
     """Where each kind of heavy job stood at the end of the window; cancel what still runs."""
-    from jobs.exceptions import JobNotCancellable
-    from jobs.services import cancel_job
+    from jobs.core.exceptions import JobNotCancellable
+    from jobs.dispatch.services import cancel_job
 
     lines = []
     for kind, members in jobs.items():

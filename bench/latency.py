@@ -74,7 +74,7 @@ def conveyor(jobs: int) -> list[float]:
     from django.core.management import call_command
     from django.db import transaction
 
-    from jobs.canaries import send_canaries
+    from jobs.dispatch.canaries import send_canaries
     from jobs.models import Job, JobStatus
 
     call_command("migrate", verbosity=0)

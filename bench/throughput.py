@@ -88,7 +88,7 @@ def bench_conveyor(jobs: int, processes: int, threads: int, prefetch: int) -> tu
     from django.db.models import Max, Min
 
     from jobs.models import Job, JobStatus
-    from jobs.services import build_job, create_jobs
+    from jobs.dispatch.services import build_job, create_jobs
 
     call_command("migrate", verbosity=0)
     Job.objects.filter(queue="maintenance").delete()

@@ -20,7 +20,7 @@ from campaigns.services import (
     link_job,
     reachable_users,
 )
-from jobs.registry import JobPlan, JobType, register_job_type
+from jobs.dispatch.registry import JobPlan, JobType, register_job_type
 
 MAX_RECIPIENTS = 100_000
 

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
 from campaigns.services import EMAIL_QUEUE
-from jobs.alerts.inputs import EMAIL_SENT_PER_MINUTE, register_rule_input
-from jobs.reports import register_report_column
+from jobs.ops.alerts.inputs import EMAIL_SENT_PER_MINUTE, register_rule_input
+from jobs.ops.reports import register_report_column
 
 RATE_WINDOW = timedelta(minutes=1)
 

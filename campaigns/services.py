@@ -23,10 +23,10 @@ from campaigns.models import (
     DeliveryStatus,
     EmailTemplate,
 )
-from jobs.exceptions import JobCancelled
-from jobs.fanout import set_parent_progress
+from jobs.core.exceptions import JobCancelled
+from jobs.worker.fanout import set_parent_progress
 from jobs.models import Job
-from jobs.services import build_job, create_jobs
+from jobs.dispatch.services import build_job, create_jobs
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from typing import Any
 import dramatiq
 
 from campaigns import digest, sending, services
-from jobs.context import current_job
-from jobs.fanout import AwaitChildren, ChildJob, fan_out, report_parent_progress
-from jobs.progress import progress
+from jobs.core.context import current_job
+from jobs.worker.fanout import AwaitChildren, ChildJob, fan_out, report_parent_progress
+from jobs.worker.progress import progress
 
 
 def _fan_out_batches(plan: services.SendingPlan) -> AwaitChildren | dict[str, Any]:

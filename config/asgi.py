@@ -12,8 +12,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from jobs.realtime.auth import websocket_application  # noqa: E402
-from jobs.realtime.routing import websocket_urlpatterns  # noqa: E402
+from jobs.web.realtime.auth import websocket_application  # noqa: E402
+from jobs.web.realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

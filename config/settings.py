@@ -149,21 +149,19 @@ CHANNEL_LAYERS = {
 }
 
 DRAMATIQ_BROKER = {
-    "BROKER": "jobs.broker.ConveyorRedisBroker",
+    "BROKER": "jobs.worker.broker.ConveyorRedisBroker",
     "OPTIONS": {
         "url": REDIS_URL,
         "namespace": DRAMATIQ_NAMESPACE,
         "heartbeat_timeout": DRAMATIQ_HEARTBEAT_TIMEOUT_MS,
         "maintenance_chance": DRAMATIQ_MAINTENANCE_CHANCE,
     },
-    # Order matters: before-hooks run in this order, after-hooks in reverse.
-    # The mirror claims the job before the watchdog starts watching it, and
-    # the watchdog lets go of it before the mirror writes the outcome.
+    # The platform's own middleware (the job mirror, the watchdog, presence,
+    # Sentry tags) is added after these once the apps are loaded
+    # (``jobs.worker.middleware.stack``): it works on the job tables, which
+    # cannot be imported while django_dramatiq builds the broker.
     "MIDDLEWARE": [
         "django_dramatiq.middleware.DbConnectionsMiddleware",
-        "jobs.middleware.mirror.JobMirror",
-        "jobs.middleware.watchdog.JobWatchdog",
-        "jobs.middleware.presence.WorkerPresence",
     ],
 }
 DRAMATIQ_TASKS_DATABASE = "default"
@@ -185,7 +183,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "jobs.api.errors.json_exception_handler",
+    "EXCEPTION_HANDLER": "jobs.web.api.errors.json_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Conveyor API",
@@ -326,11 +324,9 @@ ALERT_JOB_LOOKBACK_S = env_float("ALERT_JOB_LOOKBACK_S", 900)
 SENTRY_DSN = env_str("SENTRY_DSN", "")
 SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", "production")
 if SENTRY_DSN:
-    from jobs.middleware.sentry_tags import init_sentry
+    from jobs.worker.middleware.sentry_tags import init_sentry
 
     init_sentry(SENTRY_DSN, SENTRY_ENVIRONMENT)
-    # Tags each worker event with the job's id and type (after the mirror, which knows the job).
-    DRAMATIQ_BROKER["MIDDLEWARE"].append("jobs.middleware.sentry_tags.SentryJobTags")  # type: ignore[attr-defined]
 
 # --- Misc -----------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

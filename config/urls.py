@@ -5,24 +5,24 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
-from jobs.api.health import workers_health
-from jobs.api.metrics import metrics
+from jobs.web.api.health import workers_health
+from jobs.web.api.metrics import metrics
 
 urlpatterns = [
     # The queue overview lives under the admin (its login, its look); before admin/ so it is matched first.
-    path("admin/queues/", include("jobs.console")),
+    path("admin/queues/", include("jobs.web.console")),
     path("admin/", admin.site.urls),
     path("workers/health", workers_health, name="workers-health"),
     path("metrics", metrics, name="metrics"),
     path("api/auth/token", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/", include("jobs.api.urls")),
+    path("api/", include("jobs.web.api.urls")),
     path("api/", include("documents.api.urls")),
     path("api/", include("campaigns.api.urls")),
     path("api/", include("exports.api.urls")),
-    path("", include("jobs.urls")),  # /jobs/<id>/ (live progress page), /accounts/login/
+    path("", include("jobs.web.urls")),  # /jobs/<id>/ (live progress page), /accounts/login/
 ]
 
-handler404 = "jobs.api.errors.not_found"
-handler500 = "jobs.api.errors.server_error"
+handler404 = "jobs.web.api.errors.not_found"
+handler500 = "jobs.web.api.errors.server_error"

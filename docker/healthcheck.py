@@ -2,7 +2,7 @@
 
 ``web``: the web server answers. ``queue <name>``: ``/workers/health`` (on the
 web service) counts a live worker for the queue, alive meaning heartbeating
-*and* consuming (see ``jobs.health``). ``scheduler``: a canary schedule (every
+*and* consuming (see ``jobs.ops.health``). ``scheduler``: a canary schedule (every
 minute) was fired within the last ``max_age`` seconds. Exit 0 when healthy.
 """
 

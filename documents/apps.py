@@ -10,7 +10,7 @@ class DocumentsConfig(AppConfig):
     def ready(self) -> None:
         # Registers the pdf-ocr and thumbnails job types, and the scheduler's thumbnail-maintenance.
         from documents import job_types, maintenance  # noqa: F401
-        from jobs.isolation import preload_in_children
+        from jobs.worker.isolation import preload_in_children
 
         # OCR starts one child per page: pdf2image and pytesseract are imported
         # once by the forkserver instead of by every child.

@@ -6,7 +6,7 @@ raises one fails at once with the message as its reason, and is not retried.
 
 from __future__ import annotations
 
-from jobs.exceptions import PermanentJobError
+from jobs.core.exceptions import PermanentJobError
 
 
 class DocumentError(PermanentJobError):

@@ -11,7 +11,7 @@ from rest_framework.exceptions import NotFound
 from documents import services
 from documents.models import Document
 from jobs.models import JobPriority
-from jobs.registry import JobPlan, JobType, register_job_type
+from jobs.dispatch.registry import JobPlan, JobType, register_job_type
 
 
 def _visible_document(user: Any, document_id: Any, *, lock: bool = False) -> Document:

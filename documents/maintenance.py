@@ -17,8 +17,8 @@ from rest_framework import serializers
 
 from documents import services
 from documents.models import Document, DocumentStatus
-from jobs.progress import progress
-from jobs.registry import JobPlan, JobType, register_job_type
+from jobs.worker.progress import progress
+from jobs.dispatch.registry import JobPlan, JobType, register_job_type
 
 logger = logging.getLogger(__name__)
 

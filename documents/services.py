@@ -33,14 +33,14 @@ from documents.exceptions import (
     NotAPdf,
 )
 from documents.models import Document, DocumentPage, DocumentStatus, PageSource, PageStatus
-from jobs.context import current_job
-from jobs.exceptions import JobCancelled, PermanentJobError
-from jobs.fanout import AwaitChildren, ChildJob, fan_out, report_parent_progress, set_parent_progress
-from jobs.isolation import ChildProcessFailed
+from jobs.core.context import current_job
+from jobs.core.exceptions import JobCancelled, PermanentJobError
+from jobs.worker.fanout import AwaitChildren, ChildJob, fan_out, report_parent_progress, set_parent_progress
+from jobs.worker.isolation import ChildProcessFailed
 from jobs.models import ACTIVE_STATUSES, Job, JobPriority, JobStatus
-from jobs.progress import progress
-from jobs.queues import get_queue
-from jobs.services import build_job, create_jobs
+from jobs.worker.progress import progress
+from jobs.core.queues import get_queue
+from jobs.dispatch.services import build_job, create_jobs
 
 logger = logging.getLogger(__name__)
 

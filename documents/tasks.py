@@ -7,7 +7,7 @@ from typing import Any
 import dramatiq
 
 from documents import services
-from jobs.fanout import AwaitChildren
+from jobs.worker.fanout import AwaitChildren
 
 
 @dramatiq.actor(actor_name="ocr_document", queue_name=services.OCR_QUEUE)

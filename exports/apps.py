@@ -12,12 +12,12 @@ class ExportsConfig(AppConfig):
         # Registers the csv-export and weekly-job-metrics job types.
         from exports import job_types  # noqa: F401
         from exports.services import delete_expired_exports
-        from jobs.scheduling import register_cleanup
+        from jobs.ops.scheduling import register_cleanup
 
         # The monthly cleanup job deletes expired export files.
         register_cleanup("expired-exports", delete_expired_exports)
 
-        from jobs.isolation import preload_in_children
+        from jobs.worker.isolation import preload_in_children
 
         # Every export writes its file in a child: the forkserver imports the
         # writer and psycopg once instead of each child (the writer imports

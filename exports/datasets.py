@@ -316,7 +316,7 @@ def _job_statuses() -> list[str]:
 
 
 def _queues() -> list[str]:
-    from jobs.queues import queue_names
+    from jobs.core.queues import queue_names
 
     return queue_names()
 

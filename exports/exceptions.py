@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.exceptions import PermanentJobError
+from jobs.core.exceptions import PermanentJobError
 
 
 class InvalidExportQuery(PermanentJobError):

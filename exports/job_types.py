@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from exports.models import ExportFormat
-from jobs.registry import JobPlan, JobType, register_job_type
+from jobs.dispatch.registry import JobPlan, JobType, register_job_type
 
 
 class CsvExportSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -40,10 +40,11 @@ from exports.writers import (
     write_postgresql_export,
     write_xlsx,
 )
-from jobs.context import current_job
-from jobs.exceptions import JobCancelled, PermanentJobError
-from jobs.isolation import MemoryCeilingExceeded, last_peak_rss_mb, run_in_child
-from jobs.progress import progress
+from jobs.core.context import current_job
+from jobs.core.exceptions import JobCancelled, PermanentJobError
+from jobs.worker.isolation import MemoryCeilingExceeded, last_peak_rss_mb, run_in_child
+from jobs.worker.progress import progress
+from jobs.state import transitions
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ class _Progress:
             return
         self.last = now
         self.written = (total, rows)
-        from jobs import events
+        from jobs.state import events
         from jobs.models import Job
 
         percent = min(99, rows * 100 // total) if total else 0
@@ -219,7 +220,7 @@ class _Progress:
             "rows_written": rows,
             "total_rows": total,
         }
-        if not Job.record_progress(self.job_id, percent, data):
+        if not transitions.record_progress(self.job_id, percent, data):
             raise ExportStopped("cancelled while running")
         events.publish_progress(self.job_id, percent, data)
 

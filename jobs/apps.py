@@ -9,16 +9,20 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # The platform's own job types (canary; the weekly report, in reports), and the
-        # Alert model with its read-only admin (jobs.alerts).
-        from jobs import job_types, log_filters, reports  # noqa: F401
-        from jobs.alerts import admin as alerts_admin  # noqa: F401
-
-        log_filters.install()
+        import dramatiq
         from django.conf import settings
 
+        # The platform's own job types (canary, cleanup, the weekly report).
+        from jobs.dispatch import canary_type  # noqa: F401
+        from jobs.ops import reports  # noqa: F401
+        from jobs.ops.scheduling import job_types  # noqa: F401
+        from jobs.worker import log_filters
+        from jobs.worker.middleware.stack import install_platform_middleware
+
+        install_platform_middleware(dramatiq.get_broker())
+        log_filters.install()
         if settings.JOBS_LIVE_EVENTS:
-            # Job events to WebSocket clients (jobs.realtime); off, jobs.events has no listener.
-            from jobs.realtime import publisher
+            # Job events to WebSocket clients (jobs.web.realtime); off, jobs.state.events has no listener.
+            from jobs.web.realtime import publisher
 
             publisher.install()

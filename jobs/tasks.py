@@ -13,9 +13,9 @@ from typing import Any
 
 import dramatiq
 
-from jobs.exceptions import PermanentJobError, TransientJobError
-from jobs.progress import progress
-from jobs.queues import queue_names
+from jobs.core.exceptions import PermanentJobError, TransientJobError
+from jobs.core.queues import queue_names
+from jobs.worker.progress import progress
 
 
 class CanaryFailed(TransientJobError):
@@ -49,4 +49,4 @@ for _queue in queue_names():
     )
 
 # The scheduler's cleanup actor (workers discover actors through this module).
-from jobs.scheduling import tasks as _scheduling_tasks  # noqa: E402,F401
+from jobs.ops.scheduling import tasks as _scheduling_tasks  # noqa: E402,F401

@@ -85,7 +85,7 @@ def default_schedule(db: None) -> Callable[[str], Any]:
     """
     from importlib import import_module
 
-    from jobs.scheduling.models import Schedule
+    from jobs.models.schedule import Schedule
 
     defaults = {row["name"]: row for row in import_module("jobs.migrations.0003_default_schedules").DEFAULTS}
 

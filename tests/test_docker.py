@@ -1,7 +1,7 @@
 """docker/: the compose file is valid for Debian's docker-compose and runs what `make run` runs.
 
 No Docker engine runs here: the file is validated with ``docker-compose config``
-and compared with ``jobs.supervisor``'s commands and the queue table; the image
+and compared with ``jobs.ops.supervisor``'s commands and the queue table; the image
 is not built.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from jobs.queues import all_queues
-from jobs.supervisor import pool_spec, scheduler_spec, web_spec
+from jobs.core.queues import all_queues
+from jobs.ops.supervisor import pool_spec, scheduler_spec, web_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker" / "docker-compose.yml"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.processes import start_logged
-from jobs.supervisor import web_spec
+from jobs.ops.supervisor import web_spec
 from tests.workers import ROOT, database_url, wait_for
 
 

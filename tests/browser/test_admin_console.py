@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from jobs.dispatch.services import build_job, create_jobs
 from jobs.models import Job, JobStatus
-from jobs.services import build_job, create_jobs
-from jobs.stats import roll_up
+from jobs.ops.stats import roll_up
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

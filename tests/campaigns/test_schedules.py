@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignStatus
 from jobs.models import Job, JobStatus
-from jobs.scheduling.firing import run_now
-from jobs.scheduling.models import FireOutcome
+from jobs.models.schedule import FireOutcome
+from jobs.ops.scheduling.firing import run_now
 from tests.factories import UserFactory
 from tests.jobs.helpers import wait_terminal
 from tests.workers import wait_for

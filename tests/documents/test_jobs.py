@@ -8,8 +8,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from documents.models import DocumentPage, DocumentStatus, PageSource, PageStatus
 from documents.services import sync_status_with_job
+from jobs.dispatch.services import cancel_job
 from jobs.models import Job, JobStatus
-from jobs.services import cancel_job
 from tests.documents import pdfs
 from tests.jobs.helpers import canary, reload, start, wait_status, wait_terminal
 from tests.workers import wait_for

@@ -18,8 +18,8 @@ from documents.exceptions import (
     PdfHasNoPages,
 )
 from documents.models import DocumentPage, DocumentStatus, PageSource, PageStatus
-from jobs.isolation import ChildProcessFailed
-from jobs.models import Job
+from jobs.state import transitions
+from jobs.worker.isolation import ChildProcessFailed
 from tests.documents import pdfs
 
 
@@ -223,13 +223,13 @@ def test_thumbnails_of_a_broken_document_fail_permanently(user, document_for):
 
 
 def test_page_range_children_inherit_the_priority_of_the_ocr_request(user, document_for, scanned_pages):
-    from jobs.context import RunningJob, set_current_job
+    from jobs.core.context import RunningJob, set_current_job
     from tests.jobs.helpers import start
 
     # Given a high-priority OCR job, running in this thread
     document = document_for(user, scanned_pages(1), pages=1)
     job = start("pdf-ocr", user, file_id=str(document.id), priority="high")
-    assert Job.claim(str(job.id), 0, "this-test")
+    assert transitions.claim(str(job.id), 0, "this-test")
     set_current_job(
         RunningJob(job_id=str(job.id), job_type="pdf-ocr", queue="pdf-processing", thread_id=0, time_limit_s=None)
     )

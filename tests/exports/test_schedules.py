@@ -13,8 +13,8 @@ from rest_framework.test import APIClient
 
 from exports.models import Export, ExportFormat, ExportStatus
 from jobs.models import Job, JobStatus
-from jobs.scheduling.firing import run_now
-from jobs.scheduling.models import FireOutcome
+from jobs.models.schedule import FireOutcome
+from jobs.ops.scheduling.firing import run_now
 from tests.exports.helpers import JOB_METRICS_HEADER, export_path, read_csv
 from tests.factories import UserFactory
 from tests.jobs.helpers import wait_terminal

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from exports.models import Export, ExportStatus
 from exports.services import create_export, delete_expired_exports, validate_export_request, write_export
-from jobs import events
 from jobs.models import Job, JobStatus
+from jobs.state import events
 from tests.exports.helpers import (
     BASE,
     JOB_METRICS_HEADER,

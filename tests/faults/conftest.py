@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from jobs.broker import ConveyorRedisBroker
+from jobs.worker.broker import ConveyorRedisBroker
 from tests.faults.private_postgres import PrivatePostgres
 from tests.services import PrivateRedis
 

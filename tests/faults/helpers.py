@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db import transaction
 from django.db.models import Count
 
+from jobs.dispatch.services import build_job, create_jobs
 from jobs.models import Job, JobAttempt, JobStatus
-from jobs.services import build_job, create_jobs
 from tests.workers import WorkerPool, wait_for
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.db.models import Max
 
+from jobs.core.queues import queue_names
 from jobs.models import Job, JobStatus
-from jobs.queues import queue_names
 from tests.faults.helpers import completed, enqueue_canaries, wait_all_completed, worker_lost_attempts
 from tests.jobs.helpers import canary, recorded, reload, start, wait_status, wait_terminal
 from tests.workers import wait_for
@@ -57,7 +57,7 @@ def test_no_job_is_lost_out_of_a_thousand_when_a_worker_is_killed_mid_run(pools)
 def test_duplicate_message_for_a_running_job_is_skipped(pools):
     import dramatiq as dq
 
-    from jobs.services import message_for
+    from jobs.dispatch.services import message_for
 
     pools("maintenance", threads=2)
     job = start("test-record-run", queue="maintenance", seconds=1.5)

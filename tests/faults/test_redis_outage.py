@@ -11,7 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from jobs.models import Job, JobStatus
-from jobs.reconciler import reconcile_once
+from jobs.ops.reconciler import reconcile_once
 from tests.faults.helpers import completed, enqueue_canaries, statuses, worker_pids
 from tests.jobs.helpers import reload, start, wait_status
 from tests.workers import wait_for

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.dispatch.services import build_job, create_jobs
 from jobs.models import JobStatus
-from jobs.services import build_job, create_jobs
 from tests.faults.helpers import worker_pids
 from tests.jobs.helpers import start, wait_terminal
 

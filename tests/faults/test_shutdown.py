@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.core.queues import queue_names
 from jobs.models import Job, JobStatus
-from jobs.queues import queue_names
 from tests.jobs.helpers import canary, recorded, start, wait_terminal
 from tests.workers import wait_for
 

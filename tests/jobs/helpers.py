@@ -5,9 +5,9 @@ from typing import Any
 import redis
 from django.conf import settings
 
-from jobs import services
+from jobs.dispatch import services
+from jobs.dispatch.registry import get_job_type
 from jobs.models import Job, JobStatus
-from jobs.registry import get_job_type
 from tests.workers import wait_for
 
 

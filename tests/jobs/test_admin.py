@@ -7,8 +7,8 @@ from typing import Any, cast
 import pytest
 from django.test import Client
 
+from jobs.dispatch.services import build_job, create_jobs
 from jobs.models import Job, JobStatus
-from jobs.services import build_job, create_jobs
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

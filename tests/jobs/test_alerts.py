@@ -13,10 +13,10 @@ import pytest
 from django.utils import timezone
 
 from campaigns.models import CampaignStatus, Delivery, DeliveryStatus
-from jobs.alerts.evaluator import evaluate_alerts
-from jobs.alerts.models import Alert, AlertStatus
-from jobs.canaries import send_canaries
+from jobs.dispatch.canaries import send_canaries
 from jobs.models import Job, JobStatus
+from jobs.models.alert import Alert, AlertStatus
+from jobs.ops.alerts.evaluator import evaluate_alerts
 from tests.campaigns.helpers import campaign_for, users
 from tests.webhooks import WebhookReceiver
 from tests.workers import wait_for

@@ -8,8 +8,8 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from jobs.dispatch.services import build_job, create_jobs
 from jobs.models import Job, JobStatus
-from jobs.services import build_job, create_jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -214,7 +214,7 @@ VALIDATED_CANARY = {"queue": "maintenance", "seconds": 0, "steps": 1, "fail": Fa
 def _waiting_message_ids(queue_name: str) -> list[str]:
     import dramatiq
 
-    from jobs.broker import ConveyorRedisBroker
+    from jobs.worker.broker import ConveyorRedisBroker
 
     broker = dramatiq.get_broker()
     assert isinstance(broker, ConveyorRedisBroker)
@@ -224,8 +224,8 @@ def _waiting_message_ids(queue_name: str) -> list[str]:
 
 def test_a_job_started_outside_a_transaction_is_saved_and_sent(transactional_db, clean_redis, staff):
     # Given a job type whose plan only validates (the canary's): its row is one INSERT in autocommit
-    from jobs.registry import get_job_type
-    from jobs.services import start_job
+    from jobs.dispatch.registry import get_job_type
+    from jobs.dispatch.services import start_job
 
     # When it is started with no transaction around it
     outcome = start_job(get_job_type("canary"), staff, VALIDATED_CANARY)
@@ -243,8 +243,8 @@ def test_a_job_started_outside_a_transaction_is_saved_and_sent(transactional_db,
 def test_a_job_started_in_a_transaction_that_rolls_back_is_neither_saved_nor_sent(transactional_db, clean_redis, staff):
     from django.db import transaction
 
-    from jobs.registry import get_job_type
-    from jobs.services import start_job
+    from jobs.dispatch.registry import get_job_type
+    from jobs.dispatch.services import start_job
 
     # When the caller's transaction fails after starting a job
     with pytest.raises(RuntimeError), transaction.atomic():

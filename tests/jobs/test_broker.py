@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from dramatiq.message import Message
 
-from jobs.broker import ConveyorRedisBroker
+from jobs.worker.broker import ConveyorRedisBroker
 from tests.services import PrivateRedis
 
 

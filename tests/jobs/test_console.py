@@ -20,14 +20,14 @@ from django.utils import timezone
 
 from bench.processes import start_logged
 from bench.processes import stop as stop_process
-from jobs.admin import EstimatedCountPaginator
-from jobs.broker import ConveyorRedisBroker
-from jobs.middleware.presence import workers_key
+from jobs.dispatch.services import build_job, create_jobs
 from jobs.models import Job, JobAttempt, JobStatus
-from jobs.pausing import pause_queue, paused_queues, resume_queue
-from jobs.services import build_job, create_jobs
-from jobs.stats import DURATION_BOUNDS_S, floor_hour, histogram_percentile, queue_summary, roll_up, roll_up_hour
-from jobs.stats_models import JobStatsBucket
+from jobs.models.stats import JobStatsBucket
+from jobs.ops.stats import DURATION_BOUNDS_S, floor_hour, histogram_percentile, queue_summary, roll_up, roll_up_hour
+from jobs.web.admin.jobs import EstimatedCountPaginator
+from jobs.worker.broker import ConveyorRedisBroker
+from jobs.worker.middleware.presence import workers_key
+from jobs.worker.pausing import pause_queue, paused_queues, resume_queue
 from tests.factories import UserFactory
 from tests.jobs.helpers import canary, reload, wait_terminal
 from tests.services import free_port

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
+from jobs.dispatch.services import cancel_job
 from jobs.models import Job, JobStatus
-from jobs.services import cancel_job
 from tests.jobs.helpers import reload, start, wait_status, wait_terminal
 from tests.workers import wait_for
 
@@ -60,7 +60,7 @@ def test_cancelling_a_waiting_parent_cancels_its_children(pools):
 
 @pytest.mark.slow
 def test_reconciler_leaves_a_parent_waiting_for_its_children_alone(pools):
-    from jobs.reconciler import reconcile_once
+    from jobs.ops.reconciler import reconcile_once
 
     # Given a parent waiting for children that no worker is taking yet
     pools("maintenance", threads=1)

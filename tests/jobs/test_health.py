@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from jobs.health import _presence_entries, live_workers
 from jobs.models import JobStatus
-from jobs.pausing import pause_queue, resume_queue
+from jobs.ops.health import _presence_entries, live_workers
+from jobs.state import transitions
+from jobs.worker.pausing import pause_queue, resume_queue
 from tests.jobs.helpers import canary, wait_status, wait_terminal
 from tests.workers import wait_for
 
@@ -55,14 +56,14 @@ def test_a_busy_worker_is_alive_and_a_stuck_one_is_not(pools, settings):
     # Then, once its canary is older than the limit, it is alive because it is busy
     wait_for(lambda: [w["consuming"] for w in live_workers()] == ["busy"], timeout=30, what="alive as busy")
     # When its slot runs a job that reports no progress (a consumer that is stuck)
-    busy.request_cancel()
+    transitions.request_cancel(busy)
     wait_status(busy, JobStatus.CANCELLED)
     stuck = canary("csv-export", seconds=40, steps=1)
     wait_status(stuck, JobStatus.ACTIVE)
     # Then the worker still heartbeats but is not alive: the queue is reported down
     wait_for(lambda: not _queue_ok("csv-export"), timeout=30, what="the stuck worker to be reported")
     assert _presence_entries(), "the worker still heartbeats"
-    stuck.request_cancel()
+    transitions.request_cancel(stuck)
 
 
 def test_health_has_no_secrets(db, clean_redis):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.dispatch.services import build_job, create_jobs
 from jobs.models import JobStatus
-from jobs.services import build_job, create_jobs
 from tests.jobs.helpers import recorded, wait_terminal
 from tests.workers import wait_for
 

@@ -68,7 +68,7 @@ def test_permanent_error_fails_at_once_without_retry(pools):
 
 @pytest.mark.slow
 def test_retry_sends_a_failed_job_again_under_the_same_id(pools):
-    from jobs.services import retry_job
+    from jobs.dispatch.services import retry_job
 
     pools("maintenance", threads=1)
     job = wait_terminal(canary(fail="permanent"))
@@ -85,12 +85,12 @@ def test_retry_sends_a_failed_job_again_under_the_same_id(pools):
 def test_message_for_an_actor_that_no_longer_exists_fails_the_job(pools):
     import dramatiq
 
-    from jobs.services import build_job, create_jobs
+    from jobs.dispatch.services import build_job, create_jobs
 
     pools("maintenance", threads=1)
     job = build_job(job_type="gone", queue="maintenance", actor="actor_that_was_removed", arguments={})
     create_jobs([job])
-    dramatiq.get_broker().enqueue(__import__("jobs.services", fromlist=["x"]).message_for(job))
+    dramatiq.get_broker().enqueue(__import__("jobs.dispatch.services", fromlist=["x"]).message_for(job))
     wait_status(job, JobStatus.FAILED)
     assert "actor_that_was_removed" in job.error_message and "no longer exists" in job.error_message
 

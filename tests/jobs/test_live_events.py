@@ -1,4 +1,4 @@
-"""The event hook (jobs.events) and the client-side ordering rules (jobs.realtime.state), in process."""
+"""The event hook (jobs.state.events) and the client-side ordering rules (jobs.web.realtime.state), in process."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobs import events
-from jobs.events import JobEvent
-from jobs.hot_writes import Applied, Claim, Completion
-from jobs.realtime.state import LatestState
+from jobs.state import events
+from jobs.state.batch import Applied, Claim, Completion
+from jobs.state.events import JobEvent
+from jobs.web.realtime.state import LatestState
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_a_writer_batch_announces_only_the_writes_that_changed_their_job(heard):
         SimpleNamespace(write=Claim("a", 0, "w"), result=Applied(7)),
         SimpleNamespace(write=Claim("b", 0, "w"), result=False),  # a duplicate message: no change
         SimpleNamespace(write=Completion("c", "w", None, {"message": "done"}), result=Applied(None)),
-        SimpleNamespace(write=lambda: None, result=True),  # a progress write: announced by jobs.progress
+        SimpleNamespace(write=lambda: None, result=True),  # a progress write: announced by jobs.worker.progress
     ]
     events.publish_committed(batch)
     assert [(e.job_id, e.status, e.progress, e.owner_id, e.owner_known) for e in heard] == [
@@ -74,8 +74,8 @@ def test_the_publisher_sends_an_event_only_to_its_groups_that_have_a_subscriber(
     import redis as redis_lib
     from channels.layers import get_channel_layer
 
-    from jobs.realtime.groups import group_channel_prefix, job_group, layer_config
-    from jobs.realtime.publisher import LivePublisher
+    from jobs.web.realtime.groups import group_channel_prefix, job_group, layer_config
+    from jobs.web.realtime.publisher import LivePublisher
 
     settings.JOBS_LIVE_DISCOVERY_S = 0.0  # ask Redis on every batch
     host = layer_config()["hosts"][0]

@@ -12,9 +12,9 @@ from rest_framework.authtoken.models import Token
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from jobs.dispatch.services import cancel_job
 from jobs.models import JobStatus
-from jobs.realtime.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
-from jobs.services import cancel_job
+from jobs.web.realtime.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
 from tests.jobs.helpers import start, wait_terminal
 from tests.web_server import WebServer, session_cookie
 

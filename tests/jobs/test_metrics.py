@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.canaries import send_canaries
+from jobs.dispatch.canaries import send_canaries
 from jobs.models import Job, JobStatus
 
 TOKEN = "metrics-test-token"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.exceptions import JobNotCancellable, JobNotRetryable
-from jobs.models import Job, JobStatus
-from jobs.services import build_job, create_jobs
+from jobs.core.exceptions import JobNotCancellable, JobNotRetryable
+from jobs.dispatch.services import build_job, create_jobs
+from jobs.models import JobStatus
+from jobs.state import transitions
 
 pytestmark = pytest.mark.django_db
 
@@ -21,57 +22,57 @@ def _job(status=JobStatus.QUEUED, **fields):
 
 def test_claim_starts_a_waiting_job_once():
     job = _job()
-    assert Job.claim(str(job.id), 0, "w1")
-    assert not Job.claim(str(job.id), 0, "w2")
+    assert transitions.claim(str(job.id), 0, "w1")
+    assert not transitions.claim(str(job.id), 0, "w2")
     job.refresh_from_db()
     assert job.status == JobStatus.ACTIVE and job.attempts == 1 and job.worker_id == "w1"
 
 
 def test_claim_refuses_a_message_for_an_earlier_attempt():
     job = _job(status=JobStatus.RETRYING, attempts=1)
-    assert not Job.claim(str(job.id), 0, "w1")
-    assert Job.claim(str(job.id), 1, "w1")
+    assert not transitions.claim(str(job.id), 0, "w1")
+    assert transitions.claim(str(job.id), 1, "w1")
 
 
 def test_late_progress_write_does_not_touch_a_completed_job():
     job = _job()
-    Job.claim(str(job.id), 0, "w1")
-    assert Job.mark_completed(str(job.id), "w1", {"ok": True})
-    assert not Job.record_progress(str(job.id), 40, {"message": "late"})
+    transitions.claim(str(job.id), 0, "w1")
+    assert transitions.mark_completed(str(job.id), "w1", {"ok": True})
+    assert not transitions.record_progress(str(job.id), 40, {"message": "late"})
     job.refresh_from_db()
     assert job.status == JobStatus.COMPLETED and job.progress == 100
 
 
 def test_only_the_worker_running_a_job_can_finish_it():
     job = _job()
-    Job.claim(str(job.id), 0, "w1")
-    assert not Job.mark_completed(str(job.id), "w2", None)
-    assert not Job.mark_retrying(str(job.id), "w2", "e", "", job.created_at)
+    transitions.claim(str(job.id), 0, "w1")
+    assert not transitions.mark_completed(str(job.id), "w2", None)
+    assert not transitions.mark_retrying(str(job.id), "w2", "e", "", job.created_at)
 
 
 def test_completed_job_cannot_be_cancelled_or_retried():
     job = _job(status=JobStatus.COMPLETED)
     with pytest.raises(JobNotCancellable):
-        job.request_cancel()
+        transitions.request_cancel(job)
     with pytest.raises(JobNotRetryable):
-        job.retry(extra_attempts=2)
+        transitions.retry(job, extra_attempts=2)
 
 
 def test_cancel_of_a_running_job_raises_the_flag_and_progress_then_refuses():
     job = _job()
-    Job.claim(str(job.id), 0, "w1")
+    transitions.claim(str(job.id), 0, "w1")
     job.refresh_from_db()
-    assert job.request_cancel() is False
+    assert transitions.request_cancel(job) is False
     job.refresh_from_db()
     assert job.status == JobStatus.ACTIVE and job.cancel_requested_at is not None
-    assert not Job.record_progress(str(job.id), 50, {})
+    assert not transitions.record_progress(str(job.id), 50, {})
 
 
 def test_error_text_is_bounded(settings):
     settings.JOBS_ERROR_MAX_CHARS = 50
     job = _job()
-    Job.claim(str(job.id), 0, "w1")
-    Job.mark_failed(str(job.id), "x" * 500, worker_id="w1")
+    transitions.claim(str(job.id), 0, "w1")
+    transitions.mark_failed(str(job.id), "x" * 500, worker_id="w1")
     job.refresh_from_db()
     assert len(job.error_message) == 50
 

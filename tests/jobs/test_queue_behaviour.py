@@ -7,8 +7,8 @@ import time
 import psutil
 import pytest
 
+from jobs.dispatch.services import cancel_job
 from jobs.models import JobStatus
-from jobs.services import cancel_job
 from tests.jobs.helpers import canary, recorded, reload, start, wait_status, wait_terminal
 from tests.workers import wait_for
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from django.test import override_settings
 
-from jobs.queues import get_queue, reload_queue_table
-from jobs.supervisor import pool_spec
+from jobs.core.queues import get_queue, reload_queue_table
+from jobs.ops.supervisor import pool_spec
 
 
 @pytest.fixture(autouse=True)

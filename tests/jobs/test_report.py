@@ -13,8 +13,9 @@ from django.db.models import Avg, DurationField, ExpressionWrapper, F
 
 from campaigns.models import Campaign, CampaignStatus
 from jobs.models import Job, JobStatus, Schedule
-from jobs.reports import last_full_week, send_weekly_report
-from jobs.scheduling.triggers import next_fire_time
+from jobs.ops.reports import last_full_week, send_weekly_report
+from jobs.ops.scheduling.firing import validate_schedule
+from jobs.ops.scheduling.triggers import next_fire_time
 from tests.factories import EmailTemplateFactory
 from tests.jobs.helpers import start, wait_terminal
 from tests.webhooks import WebhookReceiver
@@ -114,7 +115,7 @@ def test_weekly_report_runs_every_monday_by_default(db):
     Schedule.objects.filter(name="weekly report").delete()
     import_module("jobs.migrations.0006_weekly_report_schedule").create_schedule(django_apps, None)
     schedule = Schedule.objects.get(name="weekly report")
-    schedule.full_clean()
+    validate_schedule(schedule)
     assert (schedule.job_type, schedule.paused) == ("weekly-report", False)
     fire = next_fire_time(schedule, datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
     assert fire == datetime(2026, 11, 30, 7, 0, tzinfo=UTC)  # the next Monday, 07:00 UTC

@@ -8,10 +8,10 @@ import dramatiq
 import pytest
 from django.utils import timezone
 
-from jobs.broker import ConveyorRedisBroker
+from jobs.dispatch.services import build_job, cancel_job, create_jobs
 from jobs.models import Job, JobStatus
-from jobs.reconciler import reconcile_once
-from jobs.services import build_job, cancel_job, create_jobs
+from jobs.ops.reconciler import reconcile_once
+from jobs.worker.broker import ConveyorRedisBroker
 from tests.jobs.helpers import reload, wait_status
 
 

@@ -18,13 +18,13 @@ from django.apps import apps as django_apps
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
-from jobs.canaries import WORKER_START_KEY_PREFIX
+from jobs.dispatch.canaries import WORKER_START_KEY_PREFIX
 from jobs.models import Job, JobStatus
-from jobs.scheduling import cleanup_hooks, register_cleanup
-from jobs.scheduling.cleanup import prune_finished_jobs, run_cleanup
-from jobs.scheduling.firing import fire, fire_by_id, run_now
-from jobs.scheduling.models import FireOutcome, Schedule, ScheduleFire
-from jobs.scheduling.triggers import build_trigger
+from jobs.models.schedule import FireOutcome, Schedule, ScheduleFire
+from jobs.ops.scheduling import cleanup_hooks, register_cleanup
+from jobs.ops.scheduling.cleanup import prune_finished_jobs, run_cleanup
+from jobs.ops.scheduling.firing import fire, fire_by_id, run_now, validate_schedule
+from jobs.ops.scheduling.triggers import build_trigger
 from tests.workers import ROOT, database_url, wait_for
 
 INTERVAL_S = 2
@@ -233,7 +233,7 @@ def test_default_schedules_exist_in_utc(db):
     assert timings["thumbnail maintenance"] == "0 2 * * *"
     assert sum(1 for name in timings if name.startswith("canary ")) == 5
     for schedule in Schedule.objects.all():
-        schedule.full_clean()
+        validate_schedule(schedule)
 
 
 @pytest.mark.parametrize(
@@ -280,7 +280,7 @@ def test_cleanup_runs_every_registered_hook(db):
     try:
         result = run_cleanup()
     finally:
-        from jobs import scheduling
+        from jobs.ops import scheduling
 
         scheduling._cleanup_hooks.pop("test-hook")
     assert calls == ["ran"]
@@ -363,7 +363,7 @@ def test_cleanup_job_runs_on_the_maintenance_queue(pools, settings):
 def test_fire_time_past_its_grace_is_recorded_as_missed(transactional_db):
     from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 
-    from jobs.scheduling.runner import _on_missed
+    from jobs.ops.scheduling.runner import _on_missed
 
     # Given a schedule whose fire time APScheduler found past the grace period
     schedule = _canary_schedule()

@@ -26,7 +26,7 @@ from rest_framework.test import APIClient
 from campaigns.models import Audience, Campaign, Delivery
 from documents.models import DocumentStatus, PageStatus
 from exports.models import Export, ExportStatus
-from jobs.registry import job_types
+from jobs.dispatch.registry import job_types
 from tests.documents.pdfs import text_pdf_bytes
 from tests.factories import UserFactory
 from tests.proof.conftest import World
@@ -330,9 +330,9 @@ def _admin_rows(world: World) -> dict[type, Any]:
     from django_dramatiq.models import Task
     from rest_framework.authtoken.models import TokenProxy
 
-    from jobs.alerts.models import Alert
     from jobs.models import Job
-    from jobs.scheduling.models import Schedule, ScheduleFire
+    from jobs.models.alert import Alert
+    from jobs.models.schedule import Schedule, ScheduleFire
 
     campaign = _draft_campaign(world)
     schedule = Schedule.objects.create(name="proof", interval_seconds=60, job_type="cleanup")

@@ -30,7 +30,7 @@ from schemathesis.core.result import Err, Ok
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from jobs.registry import job_types
+from jobs.dispatch.registry import job_types
 from tests.proof.conftest import World
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from jobs.dispatch.registry import JobPlan, JobType, register_job_type
 from jobs.models import JobPriority
-from jobs.registry import JobPlan, JobType, register_job_type
 
 
 class TestWorkSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -10,11 +10,11 @@ import dramatiq
 import redis
 from django.conf import settings
 
-from jobs.context import current_job
-from jobs.exceptions import PermanentJobError, Reschedule
-from jobs.fanout import AwaitChildren, ChildJob, fan_out
-from jobs.isolation import run_command, run_in_child
-from jobs.progress import progress
+from jobs.core.context import current_job
+from jobs.core.exceptions import PermanentJobError, Reschedule
+from jobs.worker.fanout import AwaitChildren, ChildJob, fan_out
+from jobs.worker.isolation import run_command, run_in_child
+from jobs.worker.progress import progress
 from tests.testapp import work
 
 

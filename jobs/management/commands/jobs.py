@@ -6,11 +6,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.canaries import send_canaries
-from jobs.exceptions import JobNotCancellable, JobNotRetryable
+from jobs.core.exceptions import JobNotCancellable, JobNotRetryable
+from jobs.dispatch.canaries import send_canaries
+from jobs.dispatch.services import cancel_job, retry_job
 from jobs.models import Job
-from jobs.reconciler import reconcile_once
-from jobs.services import cancel_job, retry_job
+from jobs.ops.reconciler import reconcile_once
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """Run the whole system in the foreground: web server, one worker pool per queue, scheduler.
 
-The processes are supervised by :class:`jobs.supervisor.Supervisor`: a child
+The processes are supervised by :class:`jobs.ops.supervisor.Supervisor`: a child
 that dies is restarted, and Ctrl-C (SIGINT) or SIGTERM stops them all.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from jobs.queues import all_queues
-from jobs.supervisor import ChildSpec, Supervisor, pool_spec, scheduler_spec, web_spec
+from jobs.core.queues import all_queues
+from jobs.ops.supervisor import ChildSpec, Supervisor, pool_spec, scheduler_spec, web_spec
 
 
 class Command(BaseCommand):

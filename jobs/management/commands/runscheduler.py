@@ -1,7 +1,7 @@
 """``manage.py runscheduler``: recurring jobs (django-apscheduler) and the platform's periodic duties.
 
 Run as many as you like (two machines, a rolling deploy): each fire time
-enqueues one job, decided by the database (see ``jobs.scheduling.firing``).
+enqueues one job, decided by the database (see ``jobs.ops.scheduling.firing``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from jobs.alerts.evaluator import evaluate_alerts
-from jobs.reconciler import reconcile_once
-from jobs.scheduling.runner import Duty, SchedulerProcess
-from jobs.stats import roll_up
+from jobs.ops.alerts.evaluator import evaluate_alerts
+from jobs.ops.reconciler import reconcile_once
+from jobs.ops.scheduling.runner import Duty, SchedulerProcess
+from jobs.ops.stats import roll_up
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs.alerts.notifier import WebhookFailed
-from jobs.reports import send_weekly_report
+from jobs.ops.alerts.notifier import WebhookFailed
+from jobs.ops.reports import send_weekly_report
 
 
 class Command(BaseCommand):

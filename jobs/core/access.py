@@ -1,0 +1,27 @@
+"""Who may see what: staff see every row, everyone else only their own. Written once, used everywhere."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from django.db.models import Model, QuerySet
+
+M = TypeVar("M", bound=Model)
+
+
+def sees_everything(user: Any) -> bool:
+    return bool(getattr(user, "is_staff", False))
+
+
+def visible_to(queryset: QuerySet[M], user: Any, owner_field: str = "owner") -> QuerySet[M]:
+    """The rows of ``queryset`` that ``user`` may see: all for staff, their own otherwise, none if anonymous."""
+    if sees_everything(user):
+        return queryset
+    if not getattr(user, "is_authenticated", False):
+        return queryset.none()
+    return queryset.filter(**{owner_field: user})
+
+
+def may_see(user: Any, owner_id: int | None) -> bool:
+    """Whether ``user`` may see one row owned by ``owner_id``."""
+    return sees_everything(user) or (getattr(user, "is_authenticated", False) and owner_id == user.pk)

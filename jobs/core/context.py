@@ -1,0 +1,62 @@
+"""The job the current worker thread is running, for progress and child processes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunningJob:
+    job_id: str
+    job_type: str
+    queue: str
+    thread_id: int
+    time_limit_s: int | None
+    parent_id: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    #: Process ids of child processes (each leads its own process group).
+    children: set[int] = field(default_factory=set)
+    #: When progress was last written (the claim counts as a write).
+    last_progress_write: float = field(default_factory=time.monotonic)
+    #: The latest progress report not yet written; the completion writes it.
+    pending_progress: dict[str, Any] | None = None
+    pending_percent: int = 0
+    stop_reason: str = ""
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.time_limit_s is None else self.started + self.time_limit_s
+
+
+_local = threading.local()
+
+
+def current_job() -> RunningJob | None:
+    """The job this thread runs, or None outside a worker (a shell, a test)."""
+    return getattr(_local, "job", None)
+
+
+def set_current_job(job: RunningJob | None) -> None:
+    _local.job = job
+
+
+#: Guards the children of running jobs (the watchdog reads them while job threads add).
+registry_lock = threading.Lock()
+
+
+def register_child(pid: int) -> None:
+    """Put a child process of the current job under the watchdog's care (it kills the group on a stop)."""
+    job = current_job()
+    if job is not None:
+        with registry_lock:
+            job.children.add(pid)
+
+
+def unregister_child(pid: int) -> None:
+    job = current_job()
+    if job is not None:
+        with registry_lock:
+            job.children.discard(pid)

@@ -1,0 +1,107 @@
+"""Job types: what ``POST /api/jobs/<type>`` can start, registered by the apps that own them.
+
+``jobs`` never imports a domain app; each app registers its job types when
+it is ready, naming its actor and the serializer that validates the payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from jobs.core.exceptions import UnknownJobType
+from jobs.models import JobPriority
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from rest_framework.serializers import Serializer
+
+    from jobs.dispatch.outcomes import ChildrenSummary, JobOutcome
+    from jobs.models import Job
+
+    User = AbstractBaseUser | AnonymousUser
+
+
+@dataclass
+class JobPlan:
+    """What to start for a validated request (a domain app's ``plan`` returns one)."""
+
+    arguments: dict[str, Any]
+    priority: str = JobPriority.NORMAL
+    schedule_at: datetime | None = None
+    queue: str | None = None
+    actor: str | None = None
+    estimated_duration_s: float | None = None
+    #: An existing job to answer with instead of starting a new one (a
+    #: duplicate request for work that is already running).
+    existing_job: Job | None = None
+    #: Called with the new Job inside the same transaction, to link domain rows to it.
+    on_created: Callable[[Job], None] | None = None
+    #: The job's ``data`` from the start (say, the id of the row it will produce).
+    initial_data: dict[str, Any] | None = None
+
+
+def default_plan(user: Any, data: dict[str, Any]) -> JobPlan:
+    data = dict(data)
+    priority = data.pop("priority", JobPriority.NORMAL) or JobPriority.NORMAL
+    schedule_at = data.pop("schedule_at", None)
+    return JobPlan(arguments=data, priority=priority, schedule_at=schedule_at)
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A kind of job: its queue and actor (declared here once), and how a request starts it.
+
+    A type without a ``serializer`` is internal: a fan-out's children or a
+    system job, started by code only and never through ``POST /api/jobs/<type>``.
+    """
+
+    name: str
+    queue: str
+    actor: str
+    serializer: type[Serializer[Any]] | None
+    description: str
+    default_duration_s: float = 30.0
+    staff_only: bool = False
+    plan: Callable[[Any, dict[str, Any]], JobPlan] = field(default=default_plan)
+    #: For a type that fans out: called by the last finishing child with the
+    #: parent and a summary of the children's outcomes; returns the parent's
+    #: result (raising fails the parent).
+    on_children_done: Callable[[JobOutcome, ChildrenSummary], Any] | None = None
+    #: Outcome hooks (``jobs.dispatch.outcomes`` says when each runs): after
+    #: the final commit, at least once, so they must be idempotent.
+    on_finished: Callable[[JobOutcome], None] | None = None
+    on_failed: Callable[[JobOutcome], None] | None = None
+    on_cancelled: Callable[[JobOutcome], None] | None = None
+    #: At the cancel request (waiting or running), before the run notices.
+    on_cancel_requested: Callable[[JobOutcome], None] | None = None
+    #: The ids of this type's jobs that domain rows still wait on for an
+    #: outcome; the reconciler delivers again those that have finished.
+    unsettled: Callable[[], Iterable[Any]] | None = None
+
+
+_registry: dict[str, JobType] = {}
+
+
+def register_job_type(job_type: JobType) -> JobType:
+    _registry[job_type.name] = job_type
+    return job_type
+
+
+def get_job_type(name: str, *, startable: bool = False) -> JobType:
+    """The registered type; with ``startable``, only one a request may start (it has a serializer)."""
+    job_type = _registry.get(name)
+    if job_type is None or (startable and job_type.serializer is None):
+        raise UnknownJobType(name)
+    return job_type
+
+
+def job_types() -> dict[str, JobType]:
+    return dict(_registry)
+
+
+def default_duration_for(type_name: str) -> float:
+    job_type = _registry.get(type_name)
+    return job_type.default_duration_s if job_type else 30.0

@@ -1,0 +1,40 @@
+"""The platform's tables, and nothing above them.
+
+``job``: the Job mirror and its attempt history; ``schedule``: recurring jobs
+and their fires; ``stats``: the console's hourly roll-ups; ``alert``: alert
+breaches. Modules here import only ``jobs.core``; what changes these rows
+lives above (``jobs.state`` for jobs).
+"""
+
+from __future__ import annotations
+
+from jobs.core.enums import (
+    ACTIVE_STATUSES,
+    RETRYABLE_STATUSES,
+    TERMINAL_STATUSES,
+    WAITING_STATUSES,
+    JobPriority,
+    JobStatus,
+)
+from jobs.models.alert import Alert, AlertStatus
+from jobs.models.job import Job, JobAttempt
+from jobs.models.schedule import FireOutcome, Schedule, ScheduleFire
+from jobs.models.stats import JobStatsBucket, StatsWatermark
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "RETRYABLE_STATUSES",
+    "TERMINAL_STATUSES",
+    "WAITING_STATUSES",
+    "Alert",
+    "AlertStatus",
+    "FireOutcome",
+    "Job",
+    "JobAttempt",
+    "JobPriority",
+    "JobStatsBucket",
+    "JobStatus",
+    "Schedule",
+    "ScheduleFire",
+    "StatsWatermark",
+]

@@ -1,0 +1,289 @@
+"""Job statistics for the console and the reports, read from hourly roll-ups, not from the Job table.
+
+``roll_up`` (a scheduler duty, every ``JOBS_STATS_ROLLUP_INTERVAL_S``)
+recomputes the current and the previous UTC hour from the Job rows that
+finished in them, plus any hour since its last run; each hour is replaced
+whole, so re-running is harmless and a job committed just after the hour
+turned is still counted. Readers sum ``JobStatsBucket`` rows: a week is at
+most 168 rows per queue and type, however many jobs ran. Counts of the
+current state (waiting, active, ...) come from the ``(status, queue)`` index,
+which only holds unfinished jobs in any number worth counting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, Count, DurationField, ExpressionWrapper, F, Q, Sum, Value, When
+from django.utils import timezone
+
+from jobs.core.queues import queue_names
+from jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from jobs.models.stats import JobStatsBucket, StatsWatermark
+
+HOUR = timedelta(hours=1)
+#: Upper bounds (seconds) of the duration histogram's slots; one more slot holds everything slower.
+DURATION_BOUNDS_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+ROLLUP = "job-stats"
+FINISHED_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+_WAITING_AND_ACTIVE = tuple(status.value for status in ACTIVE_STATUSES)
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hours_between(start: datetime, end: datetime) -> Iterator[datetime]:
+    """Every hour start from ``start``'s hour up to and including ``end``'s hour."""
+    hour = floor_hour(start)
+    while hour <= end:
+        yield hour
+        hour += HOUR
+
+
+# -- writing ------------------------------------------------------------------
+
+
+def _histogram_slot() -> Case:
+    whens = [When(run_time__lt=timedelta(seconds=bound), then=Value(i)) for i, bound in enumerate(DURATION_BOUNDS_S)]
+    return Case(*whens, default=Value(len(DURATION_BOUNDS_S)))
+
+
+def _hour_buckets(hour: datetime) -> list[JobStatsBucket]:
+    rows = (
+        Job.objects.filter(finished_at__gte=hour, finished_at__lt=hour + HOUR, status__in=FINISHED_STATUSES)
+        .annotate(run_time=ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField()))
+        .annotate(slot=_histogram_slot())
+        .values("queue", "type", "status", "slot")
+        .annotate(
+            jobs=Count("id"),
+            retried=Count("id", filter=Q(attempts__gt=1)),
+            timed=Count("id", filter=Q(started_at__isnull=False)),
+            run_time_sum=Sum("run_time"),
+        )
+        .order_by()
+    )
+    now = timezone.now()
+    buckets: dict[tuple[str, str], JobStatsBucket] = {}
+    for row in rows:
+        bucket = buckets.get((row["queue"], row["type"]))
+        if bucket is None:
+            bucket = JobStatsBucket(
+                queue=row["queue"],
+                type=row["type"],
+                hour=hour,
+                duration_histogram=[0] * (len(DURATION_BOUNDS_S) + 1),
+                computed_at=now,
+            )
+            buckets[(row["queue"], row["type"])] = bucket
+        bucket.retried += row["retried"]
+        if row["status"] == JobStatus.FAILED:
+            bucket.failed += row["jobs"]
+        elif row["status"] == JobStatus.CANCELLED:
+            bucket.cancelled += row["jobs"]
+        else:
+            bucket.completed += row["jobs"]
+            if row["timed"]:
+                bucket.duration_count += row["timed"]
+                bucket.duration_sum_s += row["run_time_sum"].total_seconds()
+                bucket.duration_histogram[row["slot"]] += row["timed"]
+    return list(buckets.values())
+
+
+def _lock_rollup() -> StatsWatermark:
+    """Serialize roll-ups (several schedulers may run): hold the watermark row until commit."""
+    StatsWatermark.objects.get_or_create(name=ROLLUP)
+    return StatsWatermark.objects.select_for_update().get(name=ROLLUP)
+
+
+def roll_up_hour(hour: datetime) -> int:
+    """Replace the buckets of the hour holding ``hour`` by a fresh count of its Job rows; returns their number."""
+    start = floor_hour(hour)
+    with transaction.atomic():
+        _lock_rollup()
+        buckets = _hour_buckets(start)
+        JobStatsBucket.objects.filter(hour=start).delete()
+        JobStatsBucket.objects.bulk_create(buckets)
+    return len(buckets)
+
+
+def roll_up_hours(start: datetime, end: datetime) -> None:
+    """Recompute every hour from ``start`` to ``end`` (after importing or editing old Job rows)."""
+    for hour in hours_between(start, end):
+        roll_up_hour(hour)
+
+
+def roll_up(now: datetime | None = None) -> None:
+    """The scheduler duty: the hours since the last run, from the hour before it (late commits) to now."""
+    current = floor_hour(now or timezone.now())
+    rolled_until = StatsWatermark.objects.filter(name=ROLLUP).values_list("rolled_until", flat=True).first()
+    if rolled_until is None:
+        start = current - timedelta(hours=settings.JOBS_STATS_BACKFILL_HOURS)
+    else:
+        start = min(rolled_until, current) - HOUR
+    roll_up_hours(start, current)
+    with transaction.atomic():
+        watermark = _lock_rollup()
+        if watermark.rolled_until is None or watermark.rolled_until < current:
+            watermark.rolled_until = current
+            watermark.save(update_fields=["rolled_until"])
+
+
+# -- reading ------------------------------------------------------------------
+
+
+@dataclass
+class Totals:
+    """Finished jobs over some hours, summed from buckets."""
+
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    duration_sum_s: float = 0.0
+    duration_count: int = 0
+    histogram: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BOUNDS_S) + 1))
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.completed += row["completed"]
+        self.failed += row["failed"]
+        self.cancelled += row["cancelled"]
+        self.retried += row["retried"]
+        self.duration_sum_s += row["duration_sum_s"]
+        self.duration_count += row["duration_count"]
+        for slot, count in enumerate(row["duration_histogram"][: len(self.histogram)]):
+            self.histogram[slot] += count
+
+    @property
+    def jobs(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.completed / self.jobs if self.jobs else None
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Failed among the jobs that ran to an end (cancelled ones did not)."""
+        ran = self.completed + self.failed
+        return self.failed / ran if ran else None
+
+    @property
+    def avg_duration_s(self) -> float | None:
+        return self.duration_sum_s / self.duration_count if self.duration_count else None
+
+    @property
+    def p95_duration_s(self) -> float | None:
+        return histogram_percentile(self.histogram, 0.95)
+
+
+def histogram_percentile(histogram: list[int], fraction: float) -> float | None:
+    """The percentile, interpolated inside its slot; the slowest slot answers with its lower bound."""
+    total = sum(histogram)
+    if not total:
+        return None
+    rank = max(1, math.ceil(fraction * total))
+    seen = 0
+    for slot, count in enumerate(histogram):
+        if seen + count >= rank:
+            lower = DURATION_BOUNDS_S[slot - 1] if slot else 0.0
+            if slot == len(DURATION_BOUNDS_S):
+                return float(lower)
+            return lower + (DURATION_BOUNDS_S[slot] - lower) * (rank - seen) / count
+        seen += count
+    return float(DURATION_BOUNDS_S[-1])  # pragma: no cover - the loop always reaches the rank
+
+
+_BUCKET_FIELDS = (
+    "queue",
+    "hour",
+    "completed",
+    "failed",
+    "cancelled",
+    "retried",
+    "duration_sum_s",
+    "duration_count",
+    "duration_histogram",
+)
+
+
+def _bucket_rows(start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+    """Bucket rows of the hours starting in ``[floor_hour(start), end)``."""
+    yield from JobStatsBucket.objects.filter(hour__gte=floor_hour(start), hour__lt=end).values(*_BUCKET_FIELDS)
+
+
+def totals_by_queue(start: datetime, end: datetime) -> dict[str, Totals]:
+    """Every queue of the queue table (and any other that has buckets), summed over the hours."""
+    totals: dict[str, Totals] = {name: Totals() for name in queue_names()}
+    for row in _bucket_rows(start, end):
+        totals.setdefault(row["queue"], Totals()).add(row)
+    return totals
+
+
+def queue_summary(start: datetime, end: datetime) -> dict[str, dict[str, Any]]:
+    """Per queue: jobs finished in the hours from ``start`` to ``end``, and how they went.
+
+    Hour granularity: an hour counts when it starts in ``[floor_hour(start), end)``.
+    ``jobs`` counts completed, failed and cancelled jobs; durations are those of
+    completed jobs (p95 read from the histogram, exact to its slot).
+    """
+    return {
+        queue: {
+            "jobs": totals.jobs,
+            "succeeded": totals.completed,
+            "failed": totals.failed,
+            "cancelled": totals.cancelled,
+            "success_rate": totals.success_rate,
+            "avg_duration_s": totals.avg_duration_s,
+            "p95_duration_s": totals.p95_duration_s,
+        }
+        for queue, totals in totals_by_queue(start, end).items()
+    }
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    start: datetime
+    completed: int
+    failed: int
+
+    @property
+    def failure_rate(self) -> float | None:
+        ran = self.completed + self.failed
+        return self.failed / ran if ran else None
+
+
+def throughput_series(end: datetime, periods: int, step: timedelta) -> dict[str, list[SeriesPoint]]:
+    """Per queue, ``periods`` consecutive periods of ``step`` (whole hours), the last one ending with ``end``'s hour."""
+    stop = floor_hour(end) + HOUR
+    first = stop - step * periods
+    counts: dict[str, list[list[int]]] = defaultdict(lambda: [[0, 0] for _ in range(periods)])
+    for name in queue_names():
+        counts[name]  # noqa: B018 - every queue gets a series, busy or not
+    for row in _bucket_rows(first, stop):
+        index = int((row["hour"] - first) // step)
+        if 0 <= index < periods:
+            counts[row["queue"]][index][0] += row["completed"]
+            counts[row["queue"]][index][1] += row["failed"]
+    return {
+        queue: [SeriesPoint(first + step * i, done, failed) for i, (done, failed) in enumerate(points)]
+        for queue, points in counts.items()
+    }
+
+
+def live_counts() -> dict[str, dict[str, int]]:
+    """Per queue, how many jobs are in each unfinished state now (from the status index)."""
+    counts: dict[str, dict[str, int]] = {name: dict.fromkeys(_WAITING_AND_ACTIVE, 0) for name in queue_names()}
+    rows = (
+        Job.objects.filter(status__in=ACTIVE_STATUSES).values("queue", "status").annotate(jobs=Count("id")).order_by()
+    )
+    for row in rows:
+        counts.setdefault(row["queue"], dict.fromkeys(_WAITING_AND_ACTIVE, 0))[row["status"]] = row["jobs"]
+    return counts

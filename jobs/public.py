@@ -1,0 +1,104 @@
+"""The platform's public face: everything a domain app may use from ``jobs``, and nothing else.
+
+Domain apps (``documents``, ``campaigns``, ``exports``) import only this
+module (``lint-imports`` enforces it). Through it they:
+
+* **declare** a job type once (``JobType``: its queue, actor, payload
+  serializer, plan, estimate and outcome hooks; ``register_job_type``) and
+  its actor (``@job_actor(THE_TYPE)``, which takes the name and queue from
+  the type);
+* **start** jobs (``start_job`` for a request's payload; ``build_job`` and
+  ``create_jobs`` for jobs a domain service creates itself, sent after commit);
+* **report progress** from inside a run (``progress``, the fan-out helpers,
+  ``write_progress`` from another thread of the run) and run stoppable work
+  in child processes (``run_command``, ``run_in_child``);
+* **hear outcomes** through their type's hooks (``on_finished``,
+  ``on_failed``, ``on_cancelled``, ``on_cancel_requested``,
+  ``on_children_done``), with a ``JobOutcome`` of plain values; hooks run
+  after commit, at least once (``jobs.dispatch.outcomes`` says exactly when);
+* **plug in** what the platform reports on: alert rules, weekly report
+  columns, cleanups, datasets for exports, per-user activity for the digest.
+"""
+
+from __future__ import annotations
+
+from jobs.core.access import may_see, sees_everything, visible_to
+from jobs.core.context import current_job
+from jobs.core.enums import ACTIVE_STATUSES, TERMINAL_STATUSES, JobPriority, JobStatus, StopReason
+from jobs.core.exceptions import JobCancelled, JobTimedOut, PermanentJobError, Reschedule, TransientJobError
+from jobs.core.queues import get_queue
+from jobs.dispatch.outcomes import ChildrenSummary, FailedChild, JobOutcome
+from jobs.dispatch.registry import JobPlan, JobType, default_plan, get_job_type, register_job_type
+from jobs.dispatch.services import build_job, create_jobs, start_job
+from jobs.dispatch.status import is_unfinished, recent_results
+from jobs.ops.activity import recently_active_users, register_activity_source
+from jobs.ops.alerts.rules import AlertRule, Breach, register_alert_rule, slow_jobs_rule, timed_out_rule
+from jobs.ops.reports import register_report_column
+from jobs.ops.scheduling import register_cleanup
+from jobs.worker.actors import job_actor
+from jobs.worker.fanout import AwaitChildren, ChildJob, fan_out, report_parent_progress, set_parent_progress
+from jobs.worker.isolation import (
+    ChildFailedPermanently,
+    ChildProcessFailed,
+    MemoryCeilingExceeded,
+    last_peak_rss_mb,
+    preload_in_children,
+    run_command,
+    run_in_child,
+)
+from jobs.worker.progress import progress, write_progress_of
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "AlertRule",
+    "AwaitChildren",
+    "Breach",
+    "ChildFailedPermanently",
+    "ChildJob",
+    "ChildProcessFailed",
+    "ChildrenSummary",
+    "FailedChild",
+    "JobCancelled",
+    "JobOutcome",
+    "JobPlan",
+    "JobPriority",
+    "JobStatus",
+    "JobTimedOut",
+    "JobType",
+    "MemoryCeilingExceeded",
+    "PermanentJobError",
+    "Reschedule",
+    "StopReason",
+    "TransientJobError",
+    "build_job",
+    "create_jobs",
+    "current_job",
+    "default_plan",
+    "fan_out",
+    "get_job_type",
+    "get_queue",
+    "is_unfinished",
+    "job_actor",
+    "last_peak_rss_mb",
+    "may_see",
+    "preload_in_children",
+    "progress",
+    "recent_results",
+    "recently_active_users",
+    "register_activity_source",
+    "register_alert_rule",
+    "register_cleanup",
+    "register_job_type",
+    "register_report_column",
+    "report_parent_progress",
+    "run_command",
+    "run_in_child",
+    "sees_everything",
+    "set_parent_progress",
+    "slow_jobs_rule",
+    "start_job",
+    "timed_out_rule",
+    "visible_to",
+    "write_progress_of",
+]

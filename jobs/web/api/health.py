@@ -1,0 +1,14 @@
+"""``GET /workers/health``: public, no secrets; 503 when something a job needs is missing."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+from jobs.ops.health import health_report
+
+
+@require_GET
+def workers_health(request: HttpRequest) -> JsonResponse:
+    ok, report = health_report()
+    return JsonResponse(report, status=200 if ok else 503)

@@ -1,0 +1,173 @@
+"""The queue overview at ``/admin/queues/``: what waits, what ran, who works, and pause/resume.
+
+Staff only, behind the admin's own login (``admin.site.admin_view``); seeing
+the page takes the ``jobs.view_job`` permission, pausing a queue
+``jobs.change_job``. Every number about finished jobs comes from the hourly
+roll-ups in ``jobs.ops.stats``, so the page costs the same with millions of jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import dramatiq
+import redis
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+from django.utils.safestring import SafeString
+from django.views.decorators.http import require_GET, require_POST
+
+from jobs.core.queues import UnknownQueue, all_queues
+from jobs.ops.health import live_workers
+from jobs.ops.stats import HOUR, Totals, live_counts, throughput_series, totals_by_queue
+from jobs.web.charts import throughput_chart
+from jobs.worker.pausing import pause_queue, paused_queues, resume_queue
+
+logger = logging.getLogger(__name__)
+
+VIEW_PERMISSION = "jobs.view_job"
+PAUSE_PERMISSION = "jobs.change_job"
+
+
+@dataclass
+class QueueRow:
+    """One queue as the overview shows it."""
+
+    name: str
+    constraint: str
+    counts: dict[str, int]
+    last_24h: Totals
+    chart_24h: SafeString
+    chart_7d: SafeString
+    paused: bool | None = None
+    depth: int | None = None
+    workers: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def avg_duration(self) -> str:
+        return _seconds(self.last_24h.avg_duration_s)
+
+    @property
+    def p95_duration(self) -> str:
+        return _seconds(self.last_24h.p95_duration_s)
+
+    @property
+    def failure_rate(self) -> str:
+        rate = self.last_24h.failure_rate
+        return "—" if rate is None else f"{rate:.1%}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+
+
+def _worker_view(entry: dict[str, Any], now: float) -> dict[str, Any]:
+    return {
+        "id": entry.get("id", ""),
+        "host": entry.get("host", ""),
+        "pid": entry.get("pid", ""),
+        "threads": entry.get("threads", ""),
+        "running": len(entry.get("running", [])),
+        "processed": entry.get("processed", 0),
+        "failed": entry.get("failed", 0),
+        "heartbeat_age_s": round(max(0.0, now - float(entry.get("heartbeat_at", now))), 1),
+    }
+
+
+def queue_rows(now: datetime) -> tuple[list[QueueRow], bool]:
+    """(rows, redis_ok): the database parts always; the Redis parts (workers, depth, paused) when reachable."""
+    counts = live_counts()
+    last_24h = totals_by_queue(now - timedelta(hours=23), now + HOUR)
+    hourly = throughput_series(now, 24, HOUR)
+    six_hourly = throughput_series(now, 28, 6 * HOUR)
+    rows = [
+        QueueRow(
+            name=policy.name,
+            constraint=policy.constraint,
+            counts=counts.get(policy.name, {}),
+            last_24h=last_24h.get(policy.name, Totals()),
+            chart_24h=throughput_chart(
+                hourly[policy.name], title=f"{policy.name}: last 24 hours", label_format="%H:00"
+            ),
+            chart_7d=throughput_chart(
+                six_hourly[policy.name], title=f"{policy.name}: last 7 days", label_format="%d %b %H:00"
+            ),
+        )
+        for policy in all_queues()
+    ]
+    try:
+        broker: Any = dramatiq.get_broker()
+        paused = paused_queues()
+        workers = live_workers()
+        for row in rows:
+            row.paused = row.name in paused
+            row.depth = broker.queue_depth(row.name)
+            row.workers = [_worker_view(w, time.time()) for w in workers if row.name in w.get("queues", [])]
+    except redis.RedisError as exc:
+        logger.warning("Queue overview: Redis unreachable: %s", exc)
+        return rows, False
+    return rows, True
+
+
+@require_GET
+def queue_overview(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(VIEW_PERMISSION):
+        raise PermissionDenied
+    now = timezone.now()
+    rows, redis_ok = queue_rows(now)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Queues",
+        "rows": rows,
+        "redis_ok": redis_ok,
+        "now": now,
+        "may_pause": request.user.has_perm(PAUSE_PERMISSION),
+    }
+    return TemplateResponse(request, "admin/queues.html", context)
+
+
+def _set_paused(request: HttpRequest, queue: str, *, pause: bool) -> HttpResponse:
+    if not request.user.has_perm(PAUSE_PERMISSION):
+        raise PermissionDenied
+    try:
+        (pause_queue if pause else resume_queue)(queue)
+    except UnknownQueue:
+        return JsonResponse({"queue": [f"unknown queue {queue!r}"]}, status=404)
+    except redis.RedisError as exc:
+        logger.warning("Could not %s queue %s: Redis unreachable: %s", "pause" if pause else "resume", queue, exc)
+        return JsonResponse({"queue": ["Redis is unreachable; the queue was not changed"]}, status=503)
+    logger.info("Queue %s %s by %s", queue, "paused" if pause else "resumed", request.user)
+    if pause:
+        messages.warning(request, f"Queue {queue} paused: its jobs wait until you resume it.")
+    else:
+        messages.success(request, f"Queue {queue} resumed.")
+    return redirect("admin-queues")
+
+
+@require_POST
+def pause_queue_view(request: HttpRequest, queue: str) -> HttpResponse:
+    return _set_paused(request, queue, pause=True)
+
+
+@require_POST
+def resume_queue_view(request: HttpRequest, queue: str) -> HttpResponse:
+    return _set_paused(request, queue, pause=False)
+
+
+#: Included at ``admin/queues/`` ahead of the admin's own URLs (see config/urls.py).
+urlpatterns = [
+    path("", admin.site.admin_view(queue_overview), name="admin-queues"),
+    path("<str:queue>/pause", admin.site.admin_view(pause_queue_view), name="admin-queue-pause"),
+    path("<str:queue>/resume", admin.site.admin_view(resume_queue_view), name="admin-queue-resume"),
+]

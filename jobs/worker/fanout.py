@@ -1,0 +1,137 @@
+"""Fan-out: a job that splits its work into child jobs and finishes when they all have.
+
+Inside an actor::
+
+    children = [ChildJob(actor="ocr_page_range", arguments={...}, job_type="pdf-ocr-pages")
+                for ... in ranges]
+    return fan_out(children, unit="page ranges", progress_range=(20, 90))
+
+The parent's own run ends there, without holding a worker thread; it stays
+``active`` while its children run. Each finishing child moves the parent's
+progress ("3 of 10 documents"); the last one finishes the parent: with the
+result of the parent type's ``on_children_done`` hook when the type
+registers one (a domain app assembling a document, closing a campaign),
+otherwise with a summary of the children's outcomes. Children's failures are
+their own: the parent still completes, and says how many failed.
+
+Children are created with the parent and sent only once the parent is
+marked as waiting, so a fast child can never finish before its parent
+listens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from jobs.core.context import current_job
+from jobs.dispatch.outcomes import FANOUT_KEY
+from jobs.dispatch.services import build_job, send_jobs
+from jobs.models import Job
+from jobs.state import transitions
+
+if TYPE_CHECKING:
+    from jobs.models import Job
+
+# Job models are imported inside the functions: the middleware imports this
+# module while Django's apps are still loading.
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    actor: str
+    arguments: dict[str, Any]
+    job_type: str
+    queue: str | None = None
+    priority: str = "normal"
+
+
+@dataclass
+class AwaitChildren:
+    """What a parent actor returns after ``fan_out``: the mirror then waits for the children."""
+
+    child_ids: list[str]
+    data: dict[str, Any]
+    jobs: list[Job] = field(default_factory=list, repr=False)  # noqa: F821
+
+
+def fan_out(
+    children: Sequence[ChildJob],
+    *,
+    unit: str = "jobs",
+    progress_range: tuple[int, int] = (0, 100),
+    data: dict[str, Any] | None = None,
+    own_progress: bool = False,
+) -> AwaitChildren:
+    """Create the current job's children (sent when the parent waits) and return the marker.
+
+    By default each finishing child moves the parent's progress and message
+    ("3 of 10 documents"). With ``own_progress`` the domain reports the
+    parent's progress itself (``report_parent_progress`` from the children,
+    ``set_parent_progress`` from the hook) and the platform keeps its
+    counters under ``data["fanout"]`` only.
+    """
+
+    running = current_job()
+    if running is None:
+        raise RuntimeError("fan_out is called from inside a job's actor")
+    parent = Job.objects.only("id", "queue", "owner_id", "priority").get(id=running.job_id)
+    rows = [
+        build_job(
+            job_type=child.job_type,
+            queue=child.queue or parent.queue,
+            actor=child.actor,
+            arguments=child.arguments,
+            owner=None,
+            priority=child.priority,
+            parent=parent,
+        )
+        for child in children
+    ]
+    for row in rows:
+        row.owner_id = parent.owner_id
+    Job.objects.bulk_create(rows, batch_size=500)
+    low, high = progress_range
+    total = len(rows)
+    spec = {"unit": unit, "low": low, "high": high, "own_progress": own_progress, "done": 0, "total": total}
+    state: dict[str, Any] = {**(data or {}), FANOUT_KEY: spec}
+    if not own_progress:
+        state.update(done=0, total=total, failed=0, message=f"0 of {total} {unit}")
+    return AwaitChildren(child_ids=[str(row.id) for row in rows], data=state, jobs=rows)
+
+
+def report_parent_progress(percent: float, message: str = "", **data: Any) -> None:
+    """From inside a child: write the parent's progress (finer than one step per child)."""
+
+    running = current_job()
+    if running is None or not running.parent_id:
+        return
+    parent = Job.objects.filter(id=running.parent_id).values("progress_data").first()
+    if parent is None:
+        return
+    merged = {**parent["progress_data"], **data}
+    if message:
+        merged["message"] = message
+    transitions.record_parent_progress(running.parent_id, int(percent), merged)
+
+
+def set_parent_progress(parent_id: str, percent: float, message: str = "", **data: Any) -> None:
+    """From an ``on_children_done`` hook: the parent's last words before it completes."""
+
+    parent = Job.objects.filter(id=parent_id).values("progress_data").first()
+    if parent is None:
+        return
+    merged = {**parent["progress_data"], **data}
+    if message:
+        merged["message"] = message
+    transitions.record_parent_progress(parent_id, int(percent), merged)
+
+
+def start_children(marker: AwaitChildren) -> None:
+    """Send the children of a parent that now waits for them."""
+
+    send_jobs(marker.jobs)
