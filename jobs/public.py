@@ -31,7 +31,7 @@ from jobs.dispatch.outcomes import ChildrenSummary, FailedChild, JobOutcome
 from jobs.dispatch.registry import JobPlan, JobType, default_plan, get_job_type, register_job_type
 from jobs.dispatch.services import build_job, create_jobs, start_job
 from jobs.dispatch.status import is_unfinished, recent_results
-from jobs.ops.activity import recently_active_users, register_activity_source
+from jobs.ops.activity import activity_sources, recently_active_users, register_activity_source
 from jobs.ops.alerts.rules import AlertRule, Breach, register_alert_rule, slow_jobs_rule, timed_out_rule
 from jobs.ops.reports import register_report_column
 from jobs.ops.scheduling import register_cleanup
@@ -52,6 +52,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
     "AlertRule",
+    "activity_sources",
     "AwaitChildren",
     "Breach",
     "ChildFailedPermanently",
