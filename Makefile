@@ -19,6 +19,7 @@ setup:
 
 lint:
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 
 fmt:
 	.venv/bin/ruff format .

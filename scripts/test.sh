@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, as `make test` and CI run it: set up, ruff, mypy, pytest.
+# The whole test suite, as `make test` and CI run it: set up, ruff, import contracts, mypy, pytest.
 # Extra arguments go to pytest (`make test ARGS="-k email -x"`).
 set -euo pipefail
 
@@ -16,6 +16,8 @@ bash scripts/bootstrap.sh test
 
 echo "== ruff"
 .venv/bin/ruff check .
+echo "== lint-imports (the layers and boundaries in pyproject.toml)"
+.venv/bin/lint-imports --no-cache
 echo "== mypy"
 .venv/bin/mypy .
 echo "== pytest"

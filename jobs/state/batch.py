@@ -24,9 +24,13 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
+from jobs.core.enums import WAITING_STATUSES, JobStatus
 from jobs.models import Job
 
-_WAITING = ("queued", "scheduled", "retrying")
+_WAITING = tuple(str(status) for status in WAITING_STATUSES)
+# Status values written into the SQL text once (they are constants, not input).
+_ACTIVE, _COMPLETED = str(JobStatus.ACTIVE), str(JobStatus.COMPLETED)
+_WAITING_SQL = ", ".join(f"'{status}'" for status in _WAITING)
 
 
 @dataclass(frozen=True)
@@ -103,10 +107,10 @@ def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[dic
     # running it).
     if claims:
         parts.append(
-            f"claimed AS (UPDATE {_table()} AS j SET status = 'active', attempts = j.attempts + 1, "
+            f"claimed AS (UPDATE {_table()} AS j SET status = '{_ACTIVE}', attempts = j.attempts + 1, "
             "worker_id = v.worker, started_at = %s, updated_at = %s, next_attempt_at = NULL "
             "FROM unnest(%s::uuid[], %s::integer[], %s::text[]) AS v(id, expected, worker) "
-            "WHERE j.id = v.id AND j.attempts = v.expected AND j.status IN ('queued', 'scheduled', 'retrying') "
+            f"WHERE j.id = v.id AND j.attempts = v.expected AND j.status IN ({_WAITING_SQL}) "
             "RETURNING j.id, j.owner_id)"
         )
         params += [
@@ -118,11 +122,11 @@ def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[dic
         ]
     if completions:
         parts.append(
-            f"completed AS (UPDATE {_table()} AS j SET status = 'completed', progress = 100, result = v.result, "
+            f"completed AS (UPDATE {_table()} AS j SET status = '{_COMPLETED}', progress = 100, result = v.result, "
             "progress_data = COALESCE(v.data, j.progress_data), finished_at = %s, updated_at = %s "
             "FROM unnest(%s::uuid[], %s::text[], %s::text[]::jsonb[], %s::text[]::jsonb[]) "
             "AS v(id, worker, result, data) "
-            "WHERE j.id = v.id AND j.status = 'active' AND j.worker_id = v.worker "
+            f"WHERE j.id = v.id AND j.status = '{_ACTIVE}' AND j.worker_id = v.worker "
             "RETURNING j.id, j.owner_id)"
         )
         params += [
@@ -172,7 +176,7 @@ def _claim_rows(rows: list[Claim]) -> set[str]:
     with connection.cursor() as cursor:
         for row in rows:
             cursor.execute(
-                f"UPDATE {_table()} SET status = 'active', attempts = attempts + 1, worker_id = %s, "
+                f"UPDATE {_table()} SET status = '{_ACTIVE}', attempts = attempts + 1, worker_id = %s, "
                 "started_at = %s, updated_at = %s, next_attempt_at = NULL "
                 "WHERE id = %s AND attempts = %s AND status IN (%s, %s, %s)",
                 [row.worker_id, at, at, _db_id(row.job_id), row.expected_attempts, *_WAITING],
@@ -191,8 +195,8 @@ def _complete_rows(rows: list[Completion]) -> set[str]:
             data_sql = "progress_data = %s, " if row.progress_data is not None else ""
             data = [_json(row.progress_data)] if row.progress_data is not None else []
             cursor.execute(
-                f"UPDATE {_table()} SET status = 'completed', progress = 100, {data_sql}result = %s, "
-                "finished_at = %s, updated_at = %s WHERE id = %s AND status = 'active' AND worker_id = %s",
+                f"UPDATE {_table()} SET status = '{_COMPLETED}', progress = 100, {data_sql}result = %s, "
+                f"finished_at = %s, updated_at = %s WHERE id = %s AND status = '{_ACTIVE}' AND worker_id = %s",
                 [*data, _json(row.result), at, at, _db_id(row.job_id), row.worker_id],
             )
             if cursor.rowcount:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from django.db import transaction
 
+from jobs.core.enums import JobStatus
 from jobs.state.batch import Applied, Claim, Completion
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def publish_progress(job_id: str, percent: int, data: dict[str, Any]) -> None:
         except Exception:
             logger.warning("Progress listener %r failed", listener, exc_info=True)
     if _event_listeners:
-        _emit(JobEvent("progress", str(job_id), "active", int(percent), data))
+        _emit(JobEvent("progress", str(job_id), JobStatus.ACTIVE, int(percent), data))
 
 
 def publish_status(
@@ -161,9 +162,9 @@ def publish_committed(batch: Iterable[CommittedWrite]) -> None:
         write = item.write
         owner, known = applied.owner_id, applied.owner_known
         if isinstance(write, Claim):
-            _emit(JobEvent("status", write.job_id, "active", owner_id=owner, owner_known=known))
+            _emit(JobEvent("status", write.job_id, JobStatus.ACTIVE, owner_id=owner, owner_known=known))
         elif isinstance(write, Completion):
-            _emit(JobEvent("status", write.job_id, "completed", 100, write.progress_data, "", owner, known))
+            _emit(JobEvent("status", write.job_id, JobStatus.COMPLETED, 100, write.progress_data, "", owner, known))
 
 
 def publish_progress_on_commit(job_id: Any, percent: int, data: dict[str, Any]) -> None:

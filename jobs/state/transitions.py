@@ -169,7 +169,9 @@ def mark_failed(job_id: str, error: str, tb: str = "", *, worker_id: str | None 
     return bool(updated)
 
 
-def mark_cancelled(job_id: str, reason: str = "cancelled", *, from_statuses: tuple[str, ...] = ACTIVE_STATUSES) -> bool:
+def mark_cancelled(
+    job_id: str, reason: str = JobStatus.CANCELLED.value, *, from_statuses: tuple[str, ...] = ACTIVE_STATUSES
+) -> bool:
     now = timezone.now()
     with transaction.atomic():
         updated = Job.objects.filter(id=job_id, status__in=from_statuses).update(

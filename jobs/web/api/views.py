@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from jobs.core.access import sees_everything, visible_to
 from jobs.core.exceptions import JobNotCancellable, JobNotRetryable, UnknownJobType
 from jobs.dispatch import services
 from jobs.dispatch.estimates import humanize_duration
@@ -31,10 +32,7 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 def visible_jobs(request: Request) -> QuerySet[Job]:
     """Staff see every job; anyone else only their own (others' answer 404)."""
-    jobs = Job.objects.all()
-    if not request.user.is_staff:
-        jobs = jobs.filter(owner_id=request.user.pk)
-    return jobs
+    return visible_to(Job.objects.all(), request.user)
 
 
 class JobStartView(APIView):
@@ -51,7 +49,7 @@ class JobStartView(APIView):
             kind = get_job_type(job_type, startable=True)
         except UnknownJobType:
             raise NotFound(f"unknown job type {job_type!r}") from None
-        if kind.staff_only and not request.user.is_staff:
+        if kind.staff_only and not sees_everything(request.user):
             raise PermissionDenied(f"{job_type} jobs are for staff only")
         if not isinstance(request.data, dict):
             raise ValidationError({"non_field_errors": ["the body must be a JSON object"]})

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from jobs.core.access import visible_to
 from jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job, JobStatus
 
 #: How many unfinished jobs a stream's snapshot lists (newest first).
@@ -14,10 +15,7 @@ STREAM_SNAPSHOT_LIMIT = 100
 
 def jobs_visible_to(user: Any) -> QuerySet[Job]:
     """Staff see every job; anyone else only their own."""
-    jobs = Job.objects.all()
-    if not user.is_staff:
-        jobs = jobs.filter(owner_id=user.pk)
-    return jobs
+    return visible_to(Job.objects.all(), user)
 
 
 def snapshot_of(job: Job) -> dict[str, Any]:

@@ -198,15 +198,15 @@ class JobMirror(Middleware):
         if row is None:
             return "no job row for this message"
         status = row["status"]
-        if status == "active":
+        if status == JobStatus.ACTIVE:
             worker = row["worker_id"]
             alive = getattr(broker, "is_worker_alive", None)
             if worker != me and alive is not None and not alive(worker):
                 return "take-over"
             return "a duplicate of a running job"
-        if status == "cancelled":
+        if status == JobStatus.CANCELLED:
             return "the job was cancelled"
-        if status in ("completed", "failed"):
+        if status in (JobStatus.COMPLETED, JobStatus.FAILED):
             return f"the job already {status}"
         return "a stale message for an earlier attempt"
 
