@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+# The project directory (where manage.py is): this module is jobs/ops/supervisor.py.
+BASE_DIR = Path(__file__).resolve().parents[2]
 MANAGE_PY = BASE_DIR / "manage.py"
 
 

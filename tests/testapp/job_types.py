@@ -6,6 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from jobs.dispatch.outcomes import ChildrenSummary, JobOutcome
 from jobs.dispatch.registry import JobPlan, JobType, register_job_type
 from jobs.models import JobPriority
 
@@ -52,8 +53,8 @@ class FanOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
     )
 
 
-def _collect(parent: Any, summary: dict[str, int]) -> dict[str, Any]:
-    return {"collected": summary["completed"], "lost": summary["failed"]}
+def _collect(parent: JobOutcome, summary: ChildrenSummary) -> dict[str, Any]:
+    return {"collected": summary.completed, "lost": summary.failed}
 
 
 register_job_type(
