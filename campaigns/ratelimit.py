@@ -12,17 +12,29 @@ window, as the provider measures it, hold more than ``limit`` messages.
 
 ``ConnectionSlots``: at most ``n`` SMTP connections open at once, as leases
 that expire (a killed worker's lease lapses after ``ttl_s``).
+
+A batch uses both through ``SendPermits`` (a permit per message) and
+``ConnectionLease`` (its one connection's slot): each waits a little in the
+thread and, when the wait would be long, raises ``SendingDeferred`` so that
+the batch runs again later without holding a worker thread.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 from django.conf import settings
+
+from campaigns.exceptions import SendingDeferred
+
+logger = logging.getLogger(__name__)
 
 _ACQUIRE = """
 local key, seq = KEYS[1], KEYS[2]
@@ -145,3 +157,59 @@ class ConnectionSlots:
     def release(self, lease: str) -> None:
         if self.slots > 0:
             self.client.zrem(self.key, lease)
+
+
+class SendPermits:
+    """Rate-limit permits, one per message; a short wait in the thread, a long one reschedules."""
+
+    def __init__(self) -> None:
+        self.limiter = SendRateLimiter()
+        self.max_wait_s = float(settings.EMAIL_RATE_LIMIT_MAX_WAIT_S)
+
+    def take_one(self) -> None:
+        if not self.limiter.enabled:
+            return
+        while True:
+            grant = self.limiter.acquire(1)
+            if grant.permits:
+                return
+            if grant.retry_after_s > self.max_wait_s:
+                delay = grant.retry_after_s + random.uniform(0, min(5.0, grant.retry_after_s / 10))
+                raise SendingDeferred(
+                    delay,
+                    f"Waiting for the rate limit ({self.limiter.limit} per {self.limiter.window_s:g} s)",
+                )
+            time.sleep(grant.retry_after_s)
+
+
+class ConnectionLease:
+    """This batch's lease on one of the shared SMTP connection slots."""
+
+    def __init__(self) -> None:
+        self.slots = ConnectionSlots()
+        self.lease = self.slots.new_lease()
+        self.renewed = 0.0
+
+    def take(self) -> None:
+        # A slot frees up whenever another batch ends: worth a short wait in the thread.
+        deadline = time.monotonic() + float(settings.EMAIL_RATE_LIMIT_MAX_WAIT_S)
+        while not self.slots.hold(self.lease):
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            raise SendingDeferred(
+                settings.EMAIL_CONNECTION_RETRY_S,
+                f"Waiting for an SMTP connection slot ({self.slots.slots} in use)",
+            )
+        self.renewed = time.monotonic()
+
+    def renew(self) -> None:
+        if time.monotonic() - self.renewed > self.slots.ttl_s / 3:
+            self.slots.hold(self.lease)
+            self.renewed = time.monotonic()
+
+    def release(self) -> None:
+        try:
+            self.slots.release(self.lease)
+        except Exception:
+            logger.warning("Could not release SMTP slot %s; it expires on its own", self.lease, exc_info=True)

@@ -1,4 +1,4 @@
-"""Email templates as Django templates: compile once per batch, render per recipient.
+"""Email templates as Django templates: compiled once per process (``compiled_template``), rendered per recipient.
 
 Templates are staff-edited and rendered with real users in the context, so
 they compile with their own engine (``email_engine``) that knows only the
@@ -110,6 +110,17 @@ def compile_template(subject: str, body_text: str, body_html: str = "") -> Compi
     if errors:
         raise TemplateInvalid(errors)
     return CompiledTemplate(parts["subject"], parts["body_text"], parts["body_html"])  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_template(subject: str, body_text: str, body_html: str) -> CompiledTemplate:
+    """The compiled template, shared by the batches of a campaign that run in this process.
+
+    Compiled templates are immutable and safe to render from several threads
+    (each render has its own Context); the key is the sources, so an edited
+    template compiles afresh.
+    """
+    return compile_template(subject, body_text, body_html)
 
 
 def render_parts(compiled: CompiledTemplate, context: dict[str, Any]) -> tuple[str, str, str]:

@@ -17,7 +17,8 @@ module (``lint-imports`` enforces it). Through it they:
   ``on_children_done``), with a ``JobOutcome`` of plain values; hooks run
   after commit, at least once (``jobs.dispatch.outcomes`` says exactly when);
 * **plug in** what the platform reports on: alert rules, weekly report
-  columns, cleanups, datasets for exports, per-user activity for the digest.
+  columns, cleanups, datasets for exports, per-user activity for the digest;
+* **look alike** in the admin (``status_badge`` with a ``Tone`` per status).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from jobs.ops.activity import activity_sources, recently_active_users, register_
 from jobs.ops.alerts.rules import AlertRule, Breach, register_alert_rule, slow_jobs_rule, timed_out_rule
 from jobs.ops.reports import register_report_column
 from jobs.ops.scheduling import register_cleanup
+from jobs.web.admin.badges import Tone, status_badge
 from jobs.worker.actors import job_actor
 from jobs.worker.fanout import AwaitChildren, ChildJob, fan_out, report_parent_progress, set_parent_progress
 from jobs.worker.isolation import (
@@ -51,6 +53,7 @@ from jobs.worker.progress import progress, write_progress_of
 __all__ = [
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
+    "Tone",
     "AlertRule",
     "activity_sources",
     "AwaitChildren",
@@ -99,6 +102,7 @@ __all__ = [
     "set_parent_progress",
     "slow_jobs_rule",
     "start_job",
+    "status_badge",
     "timed_out_rule",
     "visible_to",
     "write_progress_of",

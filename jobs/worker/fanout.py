@@ -24,19 +24,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jobs.core.context import current_job
 from jobs.dispatch.outcomes import FANOUT_KEY
 from jobs.dispatch.services import build_job, send_jobs
 from jobs.models import Job
 from jobs.state import transitions
-
-if TYPE_CHECKING:
-    from jobs.models import Job
-
-# Job models are imported inside the functions: the middleware imports this
-# module while Django's apps are still loading.
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +50,7 @@ class AwaitChildren:
 
     child_ids: list[str]
     data: dict[str, Any]
-    jobs: list[Job] = field(default_factory=list, repr=False)  # noqa: F821
+    jobs: list[Job] = field(default_factory=list, repr=False)
 
 
 def fan_out(

@@ -24,27 +24,11 @@ from jobs.core.exceptions import JobNotCancellable, JobNotRetryable
 from jobs.core.queues import queue_names
 from jobs.dispatch.registry import job_types
 from jobs.dispatch.services import cancel_job, retry_job
-from jobs.models import ACTIVE_STATUSES, RETRYABLE_STATUSES, TERMINAL_STATUSES, Job, JobAttempt, JobStatus
+from jobs.models import ACTIVE_STATUSES, RETRYABLE_STATUSES, TERMINAL_STATUSES, Job, JobAttempt
+from jobs.web.admin.badges import job_status_badge
 
-STATUS_COLOURS = {
-    JobStatus.QUEUED: "#6c757d",
-    JobStatus.SCHEDULED: "#6f42c1",
-    JobStatus.ACTIVE: "#0d6efd",
-    JobStatus.RETRYING: "#fd7e14",
-    JobStatus.COMPLETED: "#198754",
-    JobStatus.FAILED: "#dc3545",
-    JobStatus.CANCELLED: "#495057",
-}
 #: Children listed on a parent's page; the rest are one click away in the filtered list.
 CHILDREN_SHOWN = 20
-
-
-def status_badge_html(status: str) -> str:
-    return format_html(
-        '<span class="job-status" style="background:{};color:#fff;padding:2px 8px;border-radius:8px">{}</span>',
-        STATUS_COLOURS.get(JobStatus(status), "#6c757d"),
-        JobStatus(status).label,
-    )
 
 
 def _json_block(value: Any) -> str:
@@ -59,7 +43,7 @@ def _job_link(job: Job) -> str:
         reverse("admin:jobs_job_change", args=[job.pk]),
         job.type,
         job.pk,
-        status_badge_html(job.status),
+        job_status_badge(job.status),
     )
 
 
@@ -204,7 +188,7 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     # -- columns and detail blocks ---------------------------------------------
     @admin.display(description="status", ordering="status")
     def status_badge(self, job: Job) -> str:
-        return status_badge_html(job.status)
+        return job_status_badge(job.status)
 
     @admin.display(description="progress")
     def progress_bar(self, job: Job) -> str:

@@ -12,21 +12,10 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from jobs.models import JobStatus
 from jobs.models.schedule import Schedule, ScheduleFire
 from jobs.ops.scheduling.firing import run_now, validate_schedule
 from jobs.ops.scheduling.triggers import next_fire_time
-
-
-def _status_badge(status: str) -> str:
-    from jobs.web.admin.jobs import STATUS_COLOURS
-
-    colour = STATUS_COLOURS.get(JobStatus(status), "#6c757d")
-    return format_html(
-        '<span style="background:{};color:#fff;padding:2px 8px;border-radius:8px">{}</span>',
-        colour,
-        JobStatus(status).label,
-    )
+from jobs.web.admin.badges import job_status_badge
 
 
 class ScheduleForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -96,7 +85,7 @@ class ScheduleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         last = schedule.fires.filter(job__isnull=False).select_related("job").order_by("-fire_time").first()
         if last is None or last.job is None:
             return "—"
-        return _status_badge(last.job.status)
+        return job_status_badge(last.job.status)
 
     @admin.display(description="next run")
     def next_run(self, schedule: Schedule) -> str:
@@ -147,4 +136,4 @@ class ScheduleFireAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="job status")
     def job_status(self, fire: ScheduleFire) -> str:
-        return _status_badge(fire.job.status) if fire.job is not None else "—"
+        return job_status_badge(fire.job.status) if fire.job is not None else "—"
