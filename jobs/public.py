@@ -34,6 +34,20 @@ from jobs.dispatch.services import build_job, create_jobs, start_job
 from jobs.dispatch.status import is_unfinished, recent_results
 from jobs.ops.activity import activity_sources, recently_active_users, register_activity_source
 from jobs.ops.alerts.rules import AlertRule, Breach, register_alert_rule, slow_jobs_rule, timed_out_rule
+from jobs.ops.datasets.spec import (
+    DATETIME,
+    INTEGER,
+    TEXT,
+    Column,
+    Dataset,
+    DatasetQuery,
+    Filter,
+    InvalidDatasetQuery,
+    choice,
+    get_dataset,
+    quoted_table,
+    register_dataset,
+)
 from jobs.ops.reports import register_report_column
 from jobs.ops.scheduling import register_cleanup
 from jobs.web.admin.badges import Tone, status_badge
@@ -51,6 +65,18 @@ from jobs.worker.isolation import (
 from jobs.worker.progress import progress, write_progress_of
 
 __all__ = [
+    "DATETIME",
+    "INTEGER",
+    "TEXT",
+    "Column",
+    "Dataset",
+    "DatasetQuery",
+    "Filter",
+    "InvalidDatasetQuery",
+    "choice",
+    "get_dataset",
+    "quoted_table",
+    "register_dataset",
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
     "Tone",

@@ -36,10 +36,6 @@ class Reschedule(JobError):  # noqa: N818 - an instruction, not an error
         self.reason = reason
 
 
-class IllegalTransition(JobError):
-    """A job state change that the state diagram does not allow."""
-
-
 class UnknownJobType(JobError):
     """A job type that no app registered."""
 

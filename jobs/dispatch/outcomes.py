@@ -30,6 +30,7 @@ an exception there fails the parent (with ``on_failed`` following).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import traceback
 from collections.abc import Iterable
@@ -244,7 +245,7 @@ def _finalize(parent_id: str, job_type: str, counts: dict[str, int]) -> None:
                     parent__id=parent_id, status__in=(JobStatus.FAILED, JobStatus.CANCELLED)
                 ).values_list("arguments", "error_message", "status")
             ]
-            summary = ChildrenSummary(**{**summary.as_dict(), "unsuccessful": unsuccessful})
+            summary = dataclasses.replace(summary, unsuccessful=unsuccessful)
             parent = load_outcome(parent_id)
             assert parent is not None
             result = hook(parent, summary)

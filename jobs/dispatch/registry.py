@@ -81,6 +81,12 @@ class JobType:
     #: outcome; the reconciler delivers again those that have finished.
     unsettled: Callable[[], Iterable[Any]] | None = None
 
+    def payload_serializer(self) -> type[Serializer[Any]]:
+        """The serializer of a request's payload; an internal type has none (UnknownJobType)."""
+        if self.serializer is None:
+            raise UnknownJobType(self.name)
+        return self.serializer
+
 
 _registry: dict[str, JobType] = {}
 

@@ -85,10 +85,6 @@ def create_jobs(jobs: list[Job]) -> list[Job]:
     return jobs
 
 
-def create_job(**fields: Any) -> Job:
-    return create_jobs([build_job(**fields)])[0]
-
-
 def message_for(job: Job) -> Message[Any]:
     options: dict[str, Any] = {
         JOB_TYPE: job.type,

@@ -1,4 +1,10 @@
-"""The default schedules, all in UTC; staff edit, pause and run them from the admin."""
+"""The platform's default schedules, all in UTC; staff edit, pause and run them from the admin.
+
+Only the platform's own: the monthly cleanup and one canary per queue. The
+domain apps' schedules ("daily digest", "weekly analytics", "thumbnail
+maintenance") were made here once and now come from each app's own data
+migration, which leaves a row made here before alone.
+"""
 
 from __future__ import annotations
 
@@ -12,32 +18,11 @@ QUEUES = ["pdf-processing", "email-sender", "csv-export", "thumbnails", "mainten
 
 DEFAULTS: list[dict[str, Any]] = [
     {
-        "name": "daily digest",
-        "description": "Email batch to active users.",
-        "cron": "0 8 * * *",
-        "job_type": "email-digest",
-        "grace_seconds": HOUR,
-    },
-    {
-        "name": "weekly analytics",
-        "description": "CSV export of last week's job metrics.",
-        "cron": "0 6 * * 1",
-        "job_type": "weekly-job-metrics",
-        "grace_seconds": 6 * HOUR,
-    },
-    {
         "name": "monthly cleanup",
         "description": "Prune old finished jobs, delete expired exports and temporary files.",
         "cron": "0 0 1 * *",
         "job_type": "cleanup",
         "grace_seconds": 24 * HOUR,
-    },
-    {
-        "name": "thumbnail maintenance",
-        "description": "Regenerate missing thumbnails.",
-        "cron": "0 2 * * *",
-        "job_type": "thumbnail-maintenance",
-        "grace_seconds": 6 * HOUR,
     },
     *[
         {

@@ -80,11 +80,6 @@ def add_event_listener(listener: EventListener) -> None:
         _event_listeners.append(listener)
 
 
-def remove_event_listener(listener: EventListener) -> None:
-    if listener in _event_listeners:
-        _event_listeners.remove(listener)
-
-
 def _emit(event: JobEvent) -> None:
     for listener in _event_listeners:
         try:

@@ -199,7 +199,8 @@ def test_every_api_route_is_in_the_schema_or_public_by_design() -> None:
 
 
 def test_every_served_job_type_has_an_expectation() -> None:
-    served = set(job_types()) - TEST_ONLY_JOB_TYPES
+    # Internal types (a fan-out's children) have no serializer: the API never starts them.
+    served = {name for name, kind in job_types().items() if kind.serializer is not None} - TEST_ONLY_JOB_TYPES
     assert served == set(JOB_TYPE_EXPECTATIONS)
 
 

@@ -36,7 +36,7 @@ def validate_payload(job_type: str, payload: Any) -> dict[str, Any]:
         kind = get_job_type(job_type, startable=True)
     except UnknownJobType:
         raise ValidationError({"job_type": [f"no job type named {job_type!r}"]}) from None
-    serializer = kind.serializer(data=payload if isinstance(payload, dict) else {})
+    serializer = kind.payload_serializer()(data=payload if isinstance(payload, dict) else {})
     if not isinstance(payload, dict) or not serializer.is_valid():
         errors = serializer.errors if isinstance(payload, dict) else {"payload": ["must be a JSON object"]}
         raise ValidationError({"payload": [f"{field}: {problems}" for field, problems in errors.items()]})

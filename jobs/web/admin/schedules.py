@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django import forms
@@ -25,12 +26,16 @@ class ScheduleForm(forms.ModelForm):  # type: ignore[type-arg]
         model = Schedule
         fields = ["name", "description", "cron", "interval_seconds", "job_type", "payload", "paused", "grace_seconds"]
 
-    def _post_clean(self) -> None:
-        super()._post_clean()
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        candidate = copy.copy(self.instance)
+        for name, value in cleaned.items():
+            setattr(candidate, name, value)
         try:
-            validate_schedule(self.instance)
+            validate_schedule(candidate)
         except ValidationError as exc:
-            self._update_errors(exc)
+            raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from exc
+        return cleaned
 
 
 @admin.register(Schedule)

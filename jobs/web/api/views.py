@@ -59,7 +59,7 @@ class JobStartView(APIView):
         if key is not None and "\x00" in key:
             # PostgreSQL text cannot hold a NUL. HTTP servers usually refuse such a header; in-process clients pass it.
             raise ValidationError({IDEMPOTENCY_HEADER: ["must not contain NUL characters"]})
-        payload = kind.serializer(data=request.data, context={"request": request})
+        payload = kind.payload_serializer()(data=request.data, context={"request": request})
         payload.is_valid(raise_exception=True)
         outcome = services.start_job(kind, request.user, dict(payload.validated_data), idempotency_key=key)
         job = outcome.job
