@@ -64,7 +64,7 @@ def _fixed_path_parameters(path: str, world: World) -> list[dict[str, Any]]:
     if "{id}" in path and resource == "email-templates":
         choices.append({"id": world.template.id})
     if "{job_type}" in path:
-        choices.extend({"job_type": kind.name} for kind in job_types().values())
+        choices.extend({"job_type": kind.name} for kind in job_types().values() if kind.serializer is not None)
     return choices
 
 
