@@ -88,11 +88,23 @@ def default_schedule(db: None) -> Callable[[str], Any]:
     from jobs.models.schedule import Schedule
 
     defaults = {row["name"]: row for row in import_module("jobs.migrations.0003_default_schedules").DEFAULTS}
+    # Each domain app's own default schedule (a data migration of that app).
+    for module in DOMAIN_SCHEDULE_MIGRATIONS:
+        schedule = import_module(module).SCHEDULE
+        defaults[schedule["name"]] = schedule
 
     def get(name: str) -> Any:
         return Schedule.objects.get_or_create(name=name, defaults=defaults[name])[0]
 
     return get
+
+
+#: The data migrations in which domain apps create their default schedules.
+DOMAIN_SCHEDULE_MIGRATIONS = (
+    "campaigns.migrations.0004_daily_digest_schedule",
+    "documents.migrations.0002_thumbnail_maintenance_schedule",
+    "exports.migrations.0002_weekly_analytics_schedule",
+)
 
 
 @pytest.fixture

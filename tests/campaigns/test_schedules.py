@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib import import_module
+from typing import Any
 
 import pytest
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignStatus
 from jobs.models import Job, JobStatus
-from jobs.models.schedule import FireOutcome
+from jobs.models.schedule import FireOutcome, Schedule
 from jobs.ops.scheduling.firing import run_now
 from tests.factories import UserFactory
 from tests.jobs.helpers import wait_terminal
 from tests.workers import wait_for
 
 FAST = {"EMAIL_RATE_LIMIT_PER_MINUTE": "1000000"}
+#: campaigns' own data migration makes the "daily digest" schedule.
+DAILY_DIGEST: dict[str, Any] = import_module("campaigns.migrations.0004_daily_digest_schedule").SCHEDULE
+
+
+def _daily_digest_schedule() -> Schedule:
+    """The schedule as the migration makes it (a transactional test starts from an emptied database)."""
+    return Schedule.objects.get_or_create(name=DAILY_DIGEST["name"], defaults=DAILY_DIGEST)[0]
 
 
 def _job_of(owner, *, hours_ago: float, status: str = JobStatus.COMPLETED) -> Job:
@@ -26,9 +35,9 @@ def _job_of(owner, *, hours_ago: float, status: str = JobStatus.COMPLETED) -> Jo
 
 
 @pytest.mark.slow
-def test_daily_digest_schedule_emails_only_users_with_activity(pools, smtp, smtp_env, default_schedule):
+def test_daily_digest_schedule_emails_only_users_with_activity(pools, smtp, smtp_env):
     # Given the default daily digest schedule and three active users:
-    schedule = default_schedule("daily digest")
+    schedule = _daily_digest_schedule()
     assert (schedule.cron, schedule.job_type) == ("0 8 * * *", "email-digest")
     now = timezone.now()
     busy = UserFactory(last_login=now)

@@ -13,7 +13,7 @@ from tests.workers import wait_for
 
 def start(job_type: str, user: Any = None, **payload: Any) -> Job:
     kind = get_job_type(job_type)
-    data = kind.serializer(data=payload)
+    data = kind.payload_serializer()(data=payload)
     data.is_valid(raise_exception=True)
     return services.start_job(kind, user, dict(data.validated_data)).job
 
