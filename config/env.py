@@ -37,16 +37,6 @@ def env_float(name: str, default: float) -> float:
         raise ImproperEnvironment(f"{name} must be a number, got {raw!r}") from exc
 
 
-def env_optional_int(name: str, default: int | None) -> int | None:
-    """An integer, or None when the variable is set to 'none' or empty."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    if raw.strip().lower() in ("", "none", "null", "0"):
-        return None
-    return env_int(name, 0)
-
-
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 

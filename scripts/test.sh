@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as `make test` and CI run it: set up, ruff, import contracts, mypy, pytest.
+# The whole test suite, as `make test` and CI run it: set up, ruff, import contracts, mypy,
+# pytest on PostgreSQL, then the end-to-end subset on SQLite.
 # Extra arguments go to pytest (`make test ARGS="-k email -x"`).
 set -euo pipefail
 
@@ -20,5 +21,29 @@ echo "== lint-imports (the layers and boundaries in pyproject.toml)"
 .venv/bin/lint-imports --no-cache
 echo "== mypy"
 .venv/bin/mypy .
-echo "== pytest"
-exec .venv/bin/pytest "$@"
+echo "== pytest (PostgreSQL)"
+status=0
+.venv/bin/pytest "$@" || status=$?
+
+# `make run` uses SQLite unless DATABASE_URL says otherwise, so the API and
+# worker end-to-end subset (state writes, sending, exports) runs on SQLite too.
+# The database is a file: the worker processes that tests start open the same
+# test database (config/settings_test.py names it). Only on a whole-suite run:
+# a focused one (`make test ARGS=...`) stays on PostgreSQL.
+sqlite_status=0
+if [ "$#" -eq 0 ]; then
+  echo "== pytest (SQLite: the API and worker end-to-end subset)"
+  # Left out: the fault tests and the rate-limit test. They test worker and
+  # Redis behaviour, the same on either database, and are the slowest (30 s).
+  sqlite_dir="$(mktemp -d)"
+  trap 'rm -rf "$sqlite_dir"' EXIT
+  DATABASE_URL="sqlite:///$sqlite_dir/conveyor.sqlite3" .venv/bin/pytest -m "not fault" \
+    --deselect tests/campaigns/test_email_batch_jobs.py::test_rate_limit_holds_in_every_window_across_two_worker_processes \
+    tests/jobs/test_lifecycle.py tests/jobs/test_api.py \
+    tests/campaigns/test_sending.py tests/campaigns/test_email_batch_jobs.py \
+    tests/exports/test_services.py tests/exports/test_domain_datasets.py tests/exports/test_jobs.py || sqlite_status=$?
+fi
+if [ "$status" -ne 0 ]; then
+  exit "$status"
+fi
+exit "$sqlite_status"

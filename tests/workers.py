@@ -32,8 +32,13 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
 def database_url() -> str:
     """The URL of the database this test runs against (pytest-django's test database)."""
     params = connection.settings_dict
+    if params["ENGINE"] == "django.db.backends.sqlite3":
+        # A file (config.settings_test names one), so other processes see it too.
+        if str(params["NAME"]).startswith("file:") or params["NAME"] == ":memory:":
+            raise RuntimeError("tests with worker processes need an SQLite file, not an in-memory database")
+        return f"sqlite:///{params['NAME']}"
     if "postgresql" not in params["ENGINE"]:
-        raise RuntimeError("tests with worker processes need PostgreSQL (set DATABASE_URL)")
+        raise RuntimeError("tests with worker processes need PostgreSQL or SQLite (set DATABASE_URL)")
     user = params.get("USER") or "postgres"
     host = params.get("HOST") or "127.0.0.1"
     port = params.get("PORT") or 5432

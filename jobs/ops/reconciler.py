@@ -1,6 +1,6 @@
 """Makes Redis hold exactly the messages the Job table says it should.
 
-One pass does three things, each safe to repeat and to run from several
+One pass does these things, each safe to repeat and to run from several
 processes at once (a worker skips a message whose Job is not waiting for it):
 
 * sends jobs that were recorded but never sent (Redis was down at enqueue)
@@ -10,7 +10,9 @@ processes at once (a worker skips a message whose Job is not waiting for it):
   connection, so the message sits in the worker's in-flight set, where
   Dramatiq only recovers it once that worker dies;
 * sends scheduled jobs that have come due (delays live in the database);
-* gives back running jobs whose worker died and whose message is gone.
+* gives back running jobs whose worker died and whose message is gone;
+* delivers again the outcome hooks of finished jobs that domain rows still
+  wait on (``jobs.dispatch.outcomes.deliver_unsettled``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from django.utils import timezone
 
 from jobs.core.enums import RunHolder
 from jobs.core.queues import queue_names
+from jobs.dispatch.outcomes import deliver_unsettled
 from jobs.dispatch.services import send_job
 from jobs.models import Job, JobStatus
 from jobs.state import transitions
@@ -41,9 +44,11 @@ class ReconcileReport:
     resent: int = 0
     due_sent: int = 0
     lost_requeued: int = 0
+    #: Outcome hooks delivered again to domain rows that still waited for them.
+    outcomes_redelivered: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.resent or self.due_sent or self.lost_requeued)
+        return bool(self.resent or self.due_sent or self.lost_requeued or self.outcomes_redelivered)
 
 
 def _stranded(queue: str, in_flight: set[str], cutoff: datetime) -> set[UUID]:
@@ -102,6 +107,9 @@ def reconcile_once() -> ReconcileReport:
                 send_job(job)
                 report.lost_requeued += 1
                 logger.warning("Job %s lost its worker %s and its message; requeued", job.id, job.worker_id)
+    # Hooks are at least once: a worker may have died between a job's final
+    # commit and its hook. The grace leaves the worker's own delivery time.
+    report.outcomes_redelivered = deliver_unsettled(settings.JOBS_RECONCILE_GRACE_S)
     if report:
         logger.info("Reconciled: %s", report)
     return report

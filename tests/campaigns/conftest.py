@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from campaigns.sending import DELIVERY_HEADER
+from campaigns.smtp import DELIVERY_HEADER
 from tests.workers import wait_for
 
 

@@ -74,3 +74,48 @@ def test_cancelling_a_sending_campaigns_job_stops_its_batches(pools, smtp, smtp_
     assert len(set(received) - sent) <= 2
     assert list(statuses.values()).count(DeliveryStatus.PENDING) >= 300 - arrived_before - 2
     assert campaign.sent == len(sent) < 300
+
+
+def test_cancelling_a_running_campaigns_job_cancels_the_campaign_at_the_request(staff, staff_api):
+    # Given a campaign whose parent job is running (a worker holds it)
+    parent, campaign = _campaign_job(staff, 3)
+    Job.objects.filter(pk=parent.pk).update(status=JobStatus.ACTIVE, started_at=timezone.now())
+    Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.SENDING)
+    # When staff cancel the job through the API
+    response = staff_api.post(f"/api/jobs/{parent.id}/cancel")
+    assert response.status_code == 202, response.content
+    # Then the job is still running (it stops at its next progress call), asked to stop
+    parent = reload(parent)
+    assert parent.status == JobStatus.ACTIVE and parent.cancel_requested_at is not None
+    # And the campaign already says cancelled, its deliveries unsent
+    campaign.refresh_from_db()
+    assert campaign.status == CampaignStatus.CANCELLED and campaign.finished_at is not None
+    assert set(Delivery.objects.filter(campaign=campaign).values_list("status", flat=True)) == {"pending"}
+
+
+@pytest.mark.slow
+def test_retrying_a_cancelled_campaigns_job_resumes_the_campaign(pools, smtp, smtp_env, staff, staff_api):
+    # Given a campaign cancelled while it sent, its batches stopped
+    smtp.data_delay_s = 0.02
+    pools("email-sender", threads=2, env={**smtp_env, **FAST})
+    parent, campaign = _campaign_job(staff, 200)
+    wait_for(lambda: len(smtp.received) >= 5, timeout=60, what="the first emails")
+    assert staff_api.post(f"/api/jobs/{parent.id}/cancel").status_code == 202
+    wait_status(parent, JobStatus.CANCELLED, timeout=30)
+    wait_for(
+        lambda: not Job.objects.filter(parent=parent, status__in=(JobStatus.ACTIVE, JobStatus.QUEUED)).exists(),
+        timeout=30,
+        what="the batches to stop",
+    )
+    # When staff retry its job
+    response = staff_api.post(f"/api/jobs/{parent.id}/retry")
+    assert response.status_code == 202, response.content
+    # Then the campaign resumes and completes: the recipients left unsent get their email
+    wait_status(parent, JobStatus.COMPLETED, timeout=90)
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.total) == (CampaignStatus.COMPLETED, 200)
+    assert campaign.sent >= 198 and campaign.sent + campaign.failed == 200
+    wait_for(lambda: len(smtp.per_delivery()) >= campaign.sent, timeout=10, what="every email")
+    # twice at most for the one message per connection that was with the server when its batch was stopped
+    received = smtp.per_delivery()
+    assert set(received.values()) <= {1, 2} and list(received.values()).count(2) <= 2

@@ -8,8 +8,10 @@ import pytest
 
 from campaigns.exceptions import SendingDeferred, SmtpUnavailable
 from campaigns.models import Delivery, DeliveryStatus
-from campaigns.sending import DELIVERY_HEADER, send_batch
+from campaigns.sending import send_batch
+from campaigns.smtp import DELIVERY_HEADER
 from tests.campaigns.helpers import campaign_for, delivery_ids, statuses, users
+from tests.databases import postgresql_only
 from tests.factories import EmailTemplateFactory
 
 
@@ -219,6 +221,7 @@ def _synchronous_commit() -> str:
         return str(cursor.fetchone()[0])
 
 
+@postgresql_only("synchronous_commit")
 def test_status_writes_commit_asynchronously_during_a_batch_only(db, smtp, settings):
     # Given a batch of three that reports after every message, on the default setting
     settings.EMAIL_PROGRESS_INTERVAL_S = 0
@@ -234,6 +237,7 @@ def test_status_writes_commit_asynchronously_during_a_batch_only(db, smtp, setti
     assert _synchronous_commit() == "on"
 
 
+@postgresql_only("synchronous_commit")
 def test_status_writes_wait_for_the_flush_when_asynchronous_commits_are_off(db, smtp, settings):
     settings.EMAIL_PROGRESS_INTERVAL_S = 0
     settings.EMAIL_DELIVERY_ASYNC_COMMIT = False

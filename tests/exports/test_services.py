@@ -138,7 +138,7 @@ def test_progress_reports_rows_written_of_total(media_root, user, settings):
 
 
 def test_cancelled_job_stops_the_export_at_its_next_progress_write(media_root, user, settings):
-    from exports.services import ExportStopped
+    from exports.progress import ExportStopped
 
     settings.EXPORT_CHUNK_ROWS = 5
     settings.JOBS_PROGRESS_MIN_INTERVAL_S = 0
@@ -193,7 +193,8 @@ def test_job_metrics_dataset_sums_each_queue_for_the_week(media_root, staff, use
 def test_excel_export_beyond_a_sheets_rows_is_refused(media_root, user, monkeypatch):
     from exports.exceptions import ExportTooLarge
 
-    monkeypatch.setattr("exports.writers.EXCEL_MAX_ROWS", 5)
+    monkeypatch.setattr("exports.writers.EXCEL_MAX_ROWS", 5)  # PostgreSQL's path checks there
+    monkeypatch.setattr("exports.queries.EXCEL_MAX_ROWS", 5)  # and the other databases' here
     seed_jobs(user, 5)
     with pytest.raises(ExportTooLarge, match="an Excel sheet holds at most"):
         _export(user, {"dataset": "jobs"}, "xlsx")

@@ -234,8 +234,10 @@ def test_a_job_started_outside_a_transaction_is_saved_and_sent(transactional_db,
     from django.db import connections
 
     assert outcome.created
+    # The id as the database stores it (SQLite has no UUID type).
+    stored_id = Job._meta.pk.get_db_prep_value(outcome.job.id, connections["default"])
     with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT status FROM jobs_job WHERE id = %s", [outcome.job.id])
+        cursor.execute("SELECT status FROM jobs_job WHERE id = %s", [stored_id])
         assert cursor.fetchone() == (JobStatus.QUEUED,)
     assert _waiting_message_ids("maintenance") == [str(outcome.job.id)]
 

@@ -222,15 +222,27 @@ def test_fire_with_an_invalid_payload_is_recorded_as_failed(db):
     assert not Job.objects.exists()
 
 
+#: The data migrations that make the default schedules: the platform's, then each app's own.
+DEFAULT_SCHEDULE_MIGRATIONS = [
+    ("jobs.migrations.0003_default_schedules", "create_defaults"),
+    ("jobs.migrations.0006_weekly_report_schedule", "create_schedule"),
+    ("campaigns.migrations.0004_daily_digest_schedule", "create_schedule"),
+    ("exports.migrations.0002_weekly_analytics_schedule", "create_schedule"),
+    ("documents.migrations.0002_thumbnail_maintenance_schedule", "create_schedule"),
+]
+
+
 def test_default_schedules_exist_in_utc(db):
-    # The data migration's rows (flushed by earlier transactional tests, so created again here)
+    # The data migrations' rows (flushed by earlier transactional tests, so created again here)
     Schedule.objects.all().delete()
-    import_module("jobs.migrations.0003_default_schedules").create_defaults(django_apps, None)
+    for module, function in DEFAULT_SCHEDULE_MIGRATIONS:
+        getattr(import_module(module), function)(django_apps, None)
     timings = dict(Schedule.objects.values_list("name", "cron"))
     assert timings["daily digest"] == "0 8 * * *"
     assert timings["weekly analytics"] == "0 6 * * 1"
     assert timings["monthly cleanup"] == "0 0 1 * *"
     assert timings["thumbnail maintenance"] == "0 2 * * *"
+    assert timings["weekly report"] == "0 7 * * mon"
     assert sum(1 for name in timings if name.startswith("canary ")) == 5
     for schedule in Schedule.objects.all():
         validate_schedule(schedule)
