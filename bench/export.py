@@ -17,7 +17,6 @@ prefix, and files under var/bench-exports (deleted at the end).
 """
 
 from __future__ import annotations
-from jobs.state import transitions
 
 import argparse
 import os
@@ -110,8 +109,8 @@ def _run_job(user: Any, job_type: str, export_format: str, timeout: float) -> di
 
     from exports.job_types import CSV_EXPORT
     from exports.models import Export
-    from jobs.models import JobStatus
     from jobs.dispatch.services import start_job
+    from jobs.models import JobStatus
 
     with transaction.atomic():
         job = start_job(
@@ -147,6 +146,7 @@ def _forget_earlier_runs() -> None:
     import redis
 
     from jobs.models import ACTIVE_STATUSES, Job
+    from jobs.state import transitions
 
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     for key in client.scan_iter(match=f"{os.environ['DRAMATIQ_NAMESPACE']}:*", count=1000):

@@ -25,6 +25,7 @@ STATUS_COLOURS: dict[str, str] = {
     DeliveryStatus.PENDING: "#6c757d",
     DeliveryStatus.SENT: "#198754",
     DeliveryStatus.BOUNCED: "#fd7e14",
+    # Also CampaignStatus.FAILED: the same value, the same red.
     DeliveryStatus.FAILED: "#dc3545",
 }
 

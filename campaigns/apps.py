@@ -8,8 +8,9 @@ class CampaignsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers email-batch and email-digest with the job platform.
-        from campaigns import job_types, ops  # noqa: F401
+        # Imported once the models are loaded: registers email-batch, its batches and email-digest,
+        # and the deliveries dataset for exports.
+        from campaigns import datasets, job_types, ops  # noqa: F401
 
-        # The email rate alert's input and the weekly report's delivery-rate column.
+        # The slow-sending alert rule and the weekly report's delivery-rate column.
         ops.register()

@@ -9,19 +9,17 @@ limit and exactly-once claims as any campaign.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from campaigns.models import Audience, Campaign, CampaignStatus, EmailTemplate
+from campaigns.models import DIGEST_KEY_PREFIX, Audience, Campaign, CampaignStatus, EmailTemplate
 from campaigns.services import add_deliveries, reachable_users
-from jobs.models import Job
+from jobs.public import activity_sources, recently_active_users
 
 logger = logging.getLogger(__name__)
 
@@ -49,58 +47,31 @@ def digest_template() -> EmailTemplate:
 def active_users(now: Any = None) -> Any:
     """Reachable users who logged in, or started a job, within ``DIGEST_ACTIVE_DAYS``."""
     since = (now or timezone.now()) - timedelta(days=settings.DIGEST_ACTIVE_DAYS)
-    recent_owners = Job.objects.filter(created_at__gte=since, owner__isnull=False).values("owner_id")
-    return reachable_users().filter(Q(last_login__gte=since) | Q(id__in=recent_owners))
+    return reachable_users().filter(Q(last_login__gte=since) | Q(id__in=recently_active_users(since)))
 
 
-def _counts_by_owner(queryset: Any, status_field: str) -> dict[int, dict[str, int]]:
-    summary: dict[int, dict[str, int]] = defaultdict(dict)
-    rows = queryset.values_list("owner_id", status_field).annotate(n=Count("pk")).order_by()
-    for owner_id, status, n in rows:
-        summary[owner_id][str(status)] = n
-    return summary
-
-
-def _document_activity(since: Any, user_ids: list[int]) -> dict[int, dict[str, int]]:
-    """Documents created in the period, by status, when the documents app has its model."""
-    try:
-        document = apps.get_model("documents", "Document")
-    except LookupError:
-        return {}
-    names = {f.name for f in document._meta.get_fields()}
-    if not {"owner", "created_at"} <= names:
-        return {}
-    status_field = "status" if "status" in names else "owner_id"
-    rows = document.objects.filter(owner_id__in=user_ids, created_at__gte=since)
-    if status_field == "owner_id":
-        return {owner: {"uploaded": n} for owner, n in _flat_counts(rows).items()}
-    return _counts_by_owner(rows, status_field)
-
-
-def _flat_counts(queryset: Any) -> dict[int, int]:
-    return dict(queryset.values_list("owner_id").annotate(n=Count("pk")).order_by())
+#: The activity sources a digest reports (``jobs.public.activity_sources``), in the headline's order,
+#: each with its noun; the template shows each under ``digest.<source>``.
+SECTIONS = {"documents": "document(s)", "jobs": "job(s)"}
 
 
 def activity_summaries(now: Any = None) -> dict[int, dict[str, Any]]:
-    """Per active user, what happened to their documents and jobs in the last day (only non-empty)."""
+    """Per active user, what happened to their documents and jobs in the last day (only non-empty).
+
+    A source that no app registered (the documents app not installed) counts nothing.
+    """
     now = now or timezone.now()
     since = now - timedelta(days=1)
     user_ids = list(active_users(now).values_list("id", flat=True))
-    jobs = _counts_by_owner(
-        Job.objects.filter(owner_id__in=user_ids, parent__isnull=True, created_at__gte=since), "status"
-    )
-    documents = _document_activity(since, user_ids)
+    sources = activity_sources()
+    activity = {name: sources[name](user_ids, since) if name in sources else {} for name in SECTIONS}
     summaries: dict[int, dict[str, Any]] = {}
     for user_id in user_ids:
-        user_jobs, user_docs = jobs.get(user_id, {}), documents.get(user_id, {})
-        if not user_jobs and not user_docs:
+        sections = {name: activity[name].get(user_id, {}) for name in SECTIONS}
+        if not any(sections.values()):
             continue
-        parts = []
-        if user_docs:
-            parts.append(f"{sum(user_docs.values())} document(s)")
-        if user_jobs:
-            parts.append(f"{sum(user_jobs.values())} job(s)")
-        summaries[user_id] = {"jobs": user_jobs, "documents": user_docs, "headline": ", ".join(parts)}
+        headline = ", ".join(f"{sum(counts.values())} {SECTIONS[name]}" for name, counts in sections.items() if counts)
+        summaries[user_id] = {**sections, "headline": headline}
     return summaries
 
 
@@ -108,7 +79,7 @@ def prepare_daily_digest(day: date | None = None) -> Campaign:
     """The day's digest campaign with one delivery per user with something to report (idempotent)."""
     now = timezone.now()
     day = day or now.date()
-    key = f"daily-digest:{day.isoformat()}"
+    key = f"{DIGEST_KEY_PREFIX}{day.isoformat()}"
     existing = Campaign.objects.filter(key=key).first()
     if existing is not None:
         return existing

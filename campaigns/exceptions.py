@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.core.exceptions import PermanentJobError, Reschedule, TransientJobError
+from jobs.public import PermanentJobError, Reschedule, TransientJobError
 
 
 class CampaignNotFound(PermanentJobError):

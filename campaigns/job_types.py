@@ -1,4 +1,9 @@
-"""The campaign job types: ``email-batch`` (staff) and ``email-digest`` (the scheduler's)."""
+"""The campaign job types: ``email-batch`` (staff), ``email-digest`` (the scheduler's) and their batches.
+
+Each type declares its queue and actor here, once; ``campaigns.tasks``
+declares the actors from these types. Both parents close, cancel and
+settle their campaign through the hooks of ``campaigns.outcomes``.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,26 @@ from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 
 from campaigns.models import EmailTemplate
-from campaigns.services import (
-    BATCH_ACTOR,
-    CAMPAIGN_ACTOR,
-    EMAIL_BATCH,
-    EMAIL_QUEUE,
-    cancel_campaign_of_job,
+from campaigns.outcomes import (
+    cancel_campaign_at_request,
     close_campaign_of_job,
+    settle_cancelled,
+    settle_failed,
+    unsettled_campaign_jobs,
+    unsettled_digest_jobs,
+)
+from campaigns.services import (
+    EMAIL_BATCH,
+    EMAIL_BATCH_PART,
+    EMAIL_DIGEST,
     create_campaign_for_users,
     expected_duration_s,
     link_job,
     reachable_users,
 )
-from jobs.dispatch.registry import JobPlan, JobType, register_job_type
+from jobs.public import JobPlan, JobType, register_job_type
 
+EMAIL_QUEUE = "email-sender"
 MAX_RECIPIENTS = 100_000
 
 
@@ -61,7 +72,7 @@ EMAIL_BATCH_TYPE = register_job_type(
     JobType(
         name=EMAIL_BATCH,
         queue=EMAIL_QUEUE,
-        actor=CAMPAIGN_ACTOR,
+        actor="send_campaign",
         serializer=EmailBatchSerializer,
         description=(
             "Emails a template to users as a campaign: batches of 50 at the provider's rate limit, "
@@ -71,7 +82,21 @@ EMAIL_BATCH_TYPE = register_job_type(
         staff_only=True,
         plan=plan_email_batch,
         on_children_done=close_campaign_of_job,
-        on_cancelled=cancel_campaign_of_job,
+        on_cancel_requested=cancel_campaign_at_request,
+        on_failed=settle_failed,
+        on_cancelled=settle_cancelled,
+        unsettled=unsettled_campaign_jobs,
+    )
+)
+
+#: A campaign's batch, the child of both parents: internal (no serializer), started by fan-out only.
+EMAIL_BATCH_PART_TYPE = register_job_type(
+    JobType(
+        name=EMAIL_BATCH_PART,
+        queue=EMAIL_QUEUE,
+        actor="send_email_batch",
+        serializer=None,
+        description="One batch of a campaign: up to 50 recipients over one SMTP connection.",
     )
 )
 
@@ -87,7 +112,7 @@ def plan_digest(user: Any, data: dict[str, Any]) -> JobPlan:
 
 EMAIL_DIGEST_TYPE = register_job_type(
     JobType(
-        name="email-digest",
+        name=EMAIL_DIGEST,
         queue=EMAIL_QUEUE,
         actor="send_daily_digest",
         serializer=DigestSerializer,
@@ -96,8 +121,9 @@ EMAIL_DIGEST_TYPE = register_job_type(
         staff_only=True,
         plan=plan_digest,
         on_children_done=close_campaign_of_job,
-        on_cancelled=cancel_campaign_of_job,
+        on_cancel_requested=cancel_campaign_at_request,
+        on_failed=settle_failed,
+        on_cancelled=settle_cancelled,
+        unsettled=unsettled_digest_jobs,
     )
 )
-
-__all__ = ["BATCH_ACTOR", "EMAIL_BATCH_TYPE", "EMAIL_DIGEST_TYPE"]

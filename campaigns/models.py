@@ -11,7 +11,7 @@ A ``Delivery`` is the unit of exactly-once sending. Its states::
 claiming the row, so two batches can never both send it; ``sending → sent``
 is written right after the SMTP server accepted the message. A ``sending``
 row is therefore the one message a crash may leave in doubt (see
-``campaigns.services.sending``).
+``campaigns.sending``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,15 @@ class CampaignStatus(models.TextChoices):
     SENDING = "sending", "Sending"
     COMPLETED = "completed", "Completed"
     CANCELLED = "cancelled", "Cancelled"
+    #: Its parent job failed for good before the campaign closed.
+    FAILED = "failed", "Failed"
+
+
+#: A campaign in one of these states may still send; its parent job's outcome settles it.
+OPEN_CAMPAIGN_STATUSES = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.SENDING)
+
+#: The key of a day's digest campaign is this prefix and the date.
+DIGEST_KEY_PREFIX = "daily-digest:"
 
 
 class Audience(models.TextChoices):
@@ -94,9 +103,18 @@ class Campaign(models.Model):
     def mark_cancelled(cls, campaign_id: int) -> bool:
         """Stop a campaign that has not finished; its deliveries not yet sent stay ``pending``, unsent."""
         return bool(
-            cls.objects.filter(
-                pk=campaign_id, status__in=(CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.SENDING)
-            ).update(status=CampaignStatus.CANCELLED, finished_at=timezone.now())
+            cls.objects.filter(pk=campaign_id, status__in=OPEN_CAMPAIGN_STATUSES).update(
+                status=CampaignStatus.CANCELLED, finished_at=timezone.now()
+            )
+        )
+
+    @classmethod
+    def mark_failed(cls, campaign_id: int) -> bool:
+        """Close a campaign whose parent job failed for good; deliveries not yet sent stay ``pending``, unsent."""
+        return bool(
+            cls.objects.filter(pk=campaign_id, status__in=OPEN_CAMPAIGN_STATUSES).update(
+                status=CampaignStatus.FAILED, finished_at=timezone.now()
+            )
         )
 
     @classmethod

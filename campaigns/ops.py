@@ -1,6 +1,8 @@
-"""What campaigns tell the job platform's alerts and weekly report (``jobs`` never imports campaigns).
+"""What campaigns add to the job platform's alerts and weekly report (``jobs`` never imports campaigns).
 
-Registered from ``CampaignsConfig.ready``.
+Registered from ``CampaignsConfig.ready``: the "Slow email sending" alert
+rule (``ALERT_EMAIL_RATE_THRESHOLD`` emails a minute, held for
+``ALERT_EMAIL_RATE_FOR_S``) and the report's delivery-rate column.
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from datetime import datetime, timedelta
 from django.db.models import Sum
 from django.utils import timezone
 
+from campaigns.job_types import EMAIL_BATCH_TYPE
 from campaigns.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
-from campaigns.services import EMAIL_QUEUE
-from jobs.ops.alerts.inputs import EMAIL_SENT_PER_MINUTE, register_rule_input
-from jobs.ops.reports import register_report_column
+from jobs.public import AlertRule, Breach, register_alert_rule, register_report_column
 
 RATE_WINDOW = timedelta(minutes=1)
 
@@ -35,6 +36,14 @@ def emails_sent_per_minute() -> float | None:
     return sent / (RATE_WINDOW.total_seconds() / 60)
 
 
+def slow_email_sending(rule: AlertRule, now: datetime) -> list[Breach] | None:
+    """Breached while a campaign sends slower than the threshold (emails a minute); quiet when none sends."""
+    rate = emails_sent_per_minute()
+    if rate is None or rate >= rule.threshold:
+        return []
+    return [Breach("", rate, f"a campaign is sending at {rate:g} emails/min (threshold {rule.threshold:g}/min)")]
+
+
 def delivery_rate(start: datetime, end: datetime) -> str | None:
     """Sent among the recipients of campaigns that finished in the period (bounces and failures are not)."""
     totals = Campaign.objects.filter(finished_at__gte=start, finished_at__lt=end).aggregate(
@@ -47,5 +56,5 @@ def delivery_rate(start: datetime, end: datetime) -> str | None:
 
 
 def register() -> None:
-    register_rule_input(EMAIL_SENT_PER_MINUTE, emails_sent_per_minute)
-    register_report_column("delivery", EMAIL_QUEUE, delivery_rate)
+    register_alert_rule(AlertRule("email_rate", "Slow email sending", slow_email_sending))
+    register_report_column("delivery", EMAIL_BATCH_TYPE.queue, delivery_rate)

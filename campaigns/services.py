@@ -6,12 +6,12 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from campaigns.exceptions import CampaignNotFound, CampaignNotLaunchable
@@ -23,18 +23,17 @@ from campaigns.models import (
     DeliveryStatus,
     EmailTemplate,
 )
-from jobs.core.exceptions import JobCancelled
-from jobs.worker.fanout import set_parent_progress
-from jobs.models import Job
-from jobs.dispatch.services import build_job, create_jobs
+from jobs.public import build_job, create_jobs, get_job_type, progress
+
+if TYPE_CHECKING:
+    from jobs.models import Job
 
 logger = logging.getLogger(__name__)
 
+#: The job types' names (``campaigns.job_types`` declares them): stored job rows and schedules name them.
 EMAIL_BATCH = "email-batch"
-EMAIL_QUEUE = "email-sender"
-CAMPAIGN_ACTOR = "send_campaign"
-BATCH_ACTOR = "send_email_batch"
-BATCH_JOB_TYPE = "email-batch-part"
+EMAIL_BATCH_PART = "email-batch-part"
+EMAIL_DIGEST = "email-digest"
 
 
 def reachable_users() -> QuerySet[Any]:
@@ -139,10 +138,11 @@ def launch_campaign(campaign: Campaign, by: Any) -> Job:
         if locked.status != CampaignStatus.DRAFT:
             raise CampaignNotLaunchable(f"campaign {locked.pk} is {locked.status}, not a draft")
         recipients = audience_users(locked).count()
+        job_type = get_job_type(EMAIL_BATCH)
         job = build_job(
-            job_type=EMAIL_BATCH,
-            queue=EMAIL_QUEUE,
-            actor=CAMPAIGN_ACTOR,
+            job_type=job_type.name,
+            queue=job_type.queue,
+            actor=job_type.actor,
             arguments={"campaign_id": locked.pk},
             owner=by,
             schedule_at=locked.scheduled_at,
@@ -166,14 +166,20 @@ def start_sending(campaign_id: int, *, job_id: str | None = None) -> SendingPlan
 
     Safe to run again (a redelivered parent): deliveries are unique per user,
     and only rows not yet final go into batches.
+
+    A campaign found ``cancelled`` was either cancelled at the request of this
+    very run (its job's ``on_cancel_requested``), which then stops here, or
+    cancelled before and now retried, which resumes it. The progress write
+    tells them apart (it raises ``JobCancelled`` for a run asked to stop;
+    outside a worker it does nothing). It runs before the row is locked:
+    the cancel hook waits for that lock, and the write for the job's row.
     """
+    if Campaign.is_cancelled(campaign_id):
+        progress(0, "Resuming the cancelled campaign", force=True)
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().filter(pk=campaign_id).first()
         if campaign is None:
             raise CampaignNotFound(f"campaign {campaign_id} does not exist")
-        if campaign.status == CampaignStatus.CANCELLED and _cancel_requested(job_id):
-            # Cancelled while this parent started: the hook already closed the campaign.
-            raise JobCancelled("cancelled while the campaign started")
         if campaign.audience != Audience.SELECTED or campaign.selected_users.exists():
             add_audience(campaign, audience_users(campaign))
         changes: dict[str, Any] = {"status": CampaignStatus.SENDING}
@@ -191,13 +197,6 @@ def start_sending(campaign_id: int, *, job_id: str | None = None) -> SendingPlan
     size = max(1, int(settings.EMAIL_BATCH_SIZE))
     batches = [open_ids[i : i + size] for i in range(0, len(open_ids), size)]
     return SendingPlan(campaign_id, batches, counts)
-
-
-def _cancel_requested(job_id: str | None) -> bool:
-    """The running parent was asked to stop (a retried one was not: a retry clears the flag)."""
-    if not job_id:
-        return False
-    return Job.objects.filter(id=job_id, cancel_requested_at__isnull=False).exists()
 
 
 def progress_message(counts: dict[str, int]) -> str:
@@ -233,33 +232,3 @@ def finish_campaign(campaign_id: int) -> dict[str, Any]:
         status=CampaignStatus.COMPLETED, finished_at=now
     )
     return {"campaign_id": campaign_id, **counts}
-
-
-def _campaign_of_job(parent: Job) -> Campaign | None:
-    return Campaign.objects.filter(Q(job=parent) | Q(pk=parent.arguments.get("campaign_id"))).first()
-
-
-def close_campaign_of_job(parent: Job, summary: dict[str, int]) -> dict[str, Any]:
-    """The ``on_children_done`` hook of a campaign's parent job."""
-    campaign = _campaign_of_job(parent)
-    if campaign is None:
-        raise CampaignNotFound(f"no campaign for job {parent.pk}")
-    result = finish_campaign(campaign.pk)
-    result["batches"] = summary
-    set_parent_progress(str(parent.pk), campaign_percent(result), progress_message(result), **result)
-    return result
-
-
-def cancel_campaign_of_job(parent: Job) -> None:
-    """The ``on_cancelled`` hook of a campaign's parent job: the campaign is ``cancelled``.
-
-    ``cancel_job`` has cancelled the waiting batches and flagged the running
-    ones (their watchdog stops them); a running batch also checks the
-    campaign between progress reports (``sending.send_batch``), so what is
-    still ``pending`` stays unsent. Retrying the parent job resumes the campaign.
-    """
-    campaign = _campaign_of_job(parent)
-    if campaign is None:  # a digest cancelled before it made its campaign
-        return
-    Campaign.mark_cancelled(campaign.pk)
-    campaign.refresh_counts()

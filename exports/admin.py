@@ -9,13 +9,14 @@ from django.utils.html import format_html
 
 from exports.models import Export, ExportStatus
 from exports.services import download_url
+from jobs.public import Tone, status_badge
 
-STATUS_COLOURS = {
-    ExportStatus.PENDING: "#6c757d",
-    ExportStatus.RUNNING: "#0d6efd",
-    ExportStatus.COMPLETED: "#198754",
-    ExportStatus.FAILED: "#dc3545",
-    ExportStatus.EXPIRED: "#495057",
+STATUS_TONES = {
+    ExportStatus.PENDING: Tone.WAITING,
+    ExportStatus.RUNNING: Tone.WORKING,
+    ExportStatus.COMPLETED: Tone.DONE,
+    ExportStatus.FAILED: Tone.FAILED,
+    ExportStatus.EXPIRED: Tone.STOPPED,
 }
 
 
@@ -65,12 +66,7 @@ class ExportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, export: Export) -> str:
-        colour = STATUS_COLOURS.get(ExportStatus(export.status), "#6c757d")
-        return format_html(
-            '<span style="background:{};color:#fff;padding:2px 8px;border-radius:8px">{}</span>',
-            colour,
-            export.get_status_display(),
-        )
+        return status_badge(export.get_status_display(), STATUS_TONES.get(ExportStatus(export.status)))
 
     @admin.display(description="owner", ordering="owner__username")
     def owner_name(self, export: Export) -> str:

@@ -9,17 +9,16 @@ class ExportsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the csv-export and weekly-job-metrics job types.
-        from exports import job_types  # noqa: F401
+        # Imported once the models are loaded: registers the csv-export and weekly-job-metrics job types.
+        from exports.job_types import CSV_EXPORT
         from exports.services import delete_expired_exports
-        from jobs.ops.scheduling import register_cleanup
+        from jobs.public import preload_in_children, register_alert_rule, register_cleanup, timed_out_rule
 
         # The monthly cleanup job deletes expired export files.
         register_cleanup("expired-exports", delete_expired_exports)
-
-        from jobs.worker.isolation import preload_in_children
+        register_alert_rule(timed_out_rule("export_timeout", "Export timed out", CSV_EXPORT.name, what="exports"))
 
         # Every export writes its file in a child: the forkserver imports the
         # writer and psycopg once instead of each child (the writer imports
         # psycopg only when it runs; importing it cost each export ~0.12 s).
-        preload_in_children("psycopg", "exports.writers", warm_for_queue="csv-export")
+        preload_in_children("psycopg", "exports.writers", warm_for_queue=CSV_EXPORT.queue)

@@ -18,9 +18,10 @@ def write_partial_in_child(export_id: str, partial: str, cells: Any) -> dict[str
 
     if not apps.ready:
         django.setup()
+    # Only now: exports.queries imports the models, which need the app registry set up above.
     from django.db import connections
 
-    from exports.services import write_partial
+    from exports.queries import write_partial
 
     def report(total: int, rows: int) -> None:
         cells[0] = total

@@ -1,21 +1,16 @@
-"""Errors of the exports app; the permanent ones are never retried."""
+"""Errors of the exports app; the permanent ones are never retried.
+
+An invalid dataset, filter, field or ordering is the platform's
+``InvalidDatasetQuery`` (``jobs.public``), raised where datasets are checked.
+"""
 
 from __future__ import annotations
 
-from jobs.core.exceptions import PermanentJobError
-
-
-class InvalidExportQuery(PermanentJobError):
-    """A dataset, filter, field or ordering that the whitelist does not allow."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+from jobs.public import PermanentJobError
 
 
 class ExportTooLarge(PermanentJobError):
-    """The export needed more memory than its ceiling and was stopped."""
+    """The export needed more memory than its ceiling (or more rows than a sheet holds) and was stopped."""
 
 
 class ExportNotRunnable(PermanentJobError):

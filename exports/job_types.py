@@ -1,4 +1,8 @@
-"""The exports app's job types: ``csv-export`` (any user) and ``weekly-job-metrics`` (staff)."""
+"""The exports app's job types: ``csv-export`` (any user) and ``weekly-job-metrics`` (staff).
+
+Each type declares its queue once; ``exports.tasks`` declares the actors
+from them. Both settle their export through the hooks of ``exports.outcomes``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ from typing import Any
 
 from rest_framework import serializers
 
-from exports.models import ExportFormat
-from jobs.dispatch.registry import JobPlan, JobType, register_job_type
+from exports.models import Export, ExportFormat
+from exports.outcomes import export_job_cancelled, export_job_failed, unsettled_export_jobs
+from exports.services import create_export, validate_export_request
+from jobs.public import JobPlan, JobType, register_job_type
 
 
 class CsvExportSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -19,15 +25,11 @@ class CsvExportSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 def plan_csv_export(user: Any, data: dict[str, Any]) -> JobPlan:
     """Validate the query against the dataset's whitelist and record the Export with its job."""
-    from exports.models import Export
-    from exports.services import create_export, validate_export_request
-    from jobs.models import Job
-
     dataset, query = validate_export_request(user, data["query_params"])
     export = create_export(user, dataset, query, data["format"])
 
-    def link(job: Job) -> None:
-        Export.objects.filter(id=export.id).update(job=job)
+    def link(job: Any) -> None:
+        Export.objects.filter(id=export.id).update(job_id=job.pk)
 
     return JobPlan(
         arguments={"export_id": str(export.id)},
@@ -50,6 +52,11 @@ CSV_EXPORT = register_job_type(
         description="Export a dataset (documents, deliveries, jobs) as a CSV or Excel file.",
         default_duration_s=20.0,
         plan=plan_csv_export,
+        on_failed=export_job_failed,
+        on_cancelled=export_job_cancelled,
+        # Names the jobs of every unsettled export, the weekly ones too: the
+        # reconciler delivers each job's outcome to the hooks of its own type.
+        unsettled=unsettled_export_jobs,
     )
 )
 
@@ -63,5 +70,7 @@ WEEKLY_JOB_METRICS = register_job_type(
         default_duration_s=5.0,
         staff_only=True,
         plan=lambda user, data: JobPlan(arguments={}),
+        on_failed=export_job_failed,
+        on_cancelled=export_job_cancelled,
     )
 )

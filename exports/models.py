@@ -43,9 +43,15 @@ class Export(models.Model):
     State diagram (every arrow is a model method)::
 
         pending ── mark_running ──► running ── mark_completed ──► completed ── expire ──► expired
-           ▲                          │  │
-           └──── mark_pending ────────┘  └── mark_failed ──► failed
-                 (an attempt failed; the job retries)
+         │ ▲                          │  │
+         │ └──── mark_pending ────────┘  └── mark_failed ──► failed
+         │       (an attempt failed)                          ▲
+         └────────────── mark_failed ─────────────────────────┘
+
+    The run marks it running, completed, or failed for its own reasons (too
+    large). After a failed attempt it waits in pending: the job's next
+    attempt runs it again, or the job's ``on_failed`` / ``on_cancelled``
+    hook (``exports.outcomes``) fails it with the job's reason.
 
     ``owner`` is empty for exports the system makes for staff (weekly analytics).
     """

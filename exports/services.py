@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,24 +25,24 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from exports.child import write_partial_in_child
-from exports.datasets import JOB_METRICS, Dataset, ExportQuery, get_dataset
-from exports.exceptions import ExportNotRunnable, ExportTooLarge, InvalidExportQuery
-from exports.models import Export, ExportFormat, ExportStatus
-from exports.writers import (
-    EXCEL_MAX_ROWS,
-    ExportSpec,
-    Report,
-    fetch_chunks,
-    write_csv,
-    write_postgresql,
-    write_postgresql_export,
-    write_xlsx,
+from exports.exceptions import ExportNotRunnable, ExportTooLarge
+from exports.models import RUNNABLE_STATUSES, Export, ExportFormat, ExportStatus
+from exports.progress import ExportProgress, ProgressRelay
+from exports.queries import export_spec, write_partial
+from exports.writers import EXCEL_MAX_ROWS, write_postgresql_export
+from jobs.public import (
+    Dataset,
+    DatasetQuery,
+    InvalidDatasetQuery,
+    JobCancelled,
+    MemoryCeilingExceeded,
+    current_job,
+    get_dataset,
+    last_peak_rss_mb,
+    progress,
+    run_in_child,
+    sees_everything,
 )
-from jobs.core.context import current_job
-from jobs.core.exceptions import JobCancelled, PermanentJobError
-from jobs.worker.isolation import MemoryCeilingExceeded, last_peak_rss_mb, run_in_child
-from jobs.worker.progress import progress
-from jobs.state import transitions
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +51,12 @@ _CHILD_CONTEXT = multiprocessing.get_context("forkserver")
 
 #: Keys a request's ``query_params`` may hold.
 QUERY_KEYS = ("dataset", "filters", "fields", "ordering")
-
-
-class ExportStopped(Exception):  # noqa: N818 - a signal from the child, not a failure
-    """The job was cancelled while the child wrote the file."""
+#: The platform's dataset that the weekly analytics export writes.
+JOB_METRICS_DATASET = "job-metrics"
 
 
 # -- validating a request ---------------------------------------------------------------
-def validate_export_request(user: Any, query_params: Any) -> tuple[Dataset, ExportQuery]:
+def validate_export_request(user: Any, query_params: Any) -> tuple[Dataset, DatasetQuery]:
     """The dataset and validated query of a request; ValidationError naming the offender."""
     if not isinstance(query_params, dict):
         raise ValidationError({"query_params": ["must be an object"]})
@@ -69,22 +65,21 @@ def validate_export_request(user: Any, query_params: Any) -> tuple[Dataset, Expo
         raise ValidationError({"query_params": [f"unknown key {unknown[0]!r}; allowed: {', '.join(QUERY_KEYS)}"]})
     try:
         dataset = get_dataset(query_params.get("dataset"))
-        if dataset.staff_only and not getattr(user, "is_staff", False):
-            raise InvalidExportQuery("dataset", f"dataset {dataset.name!r} is for staff only")
+        if dataset.staff_only and not sees_everything(user):
+            raise InvalidDatasetQuery("dataset", f"dataset {dataset.name!r} is for staff only")
         query = dataset.validate(query_params.get("filters"), query_params.get("fields"), query_params.get("ordering"))
-    except InvalidExportQuery as exc:
+    except InvalidDatasetQuery as exc:
         raise ValidationError({"query_params": {exc.field: [exc.message]}}) from None
     return dataset, query
 
 
-def create_export(user: Any, dataset: Dataset, query: ExportQuery, export_format: str) -> Export:
+def create_export(user: Any, dataset: Dataset, query: DatasetQuery, export_format: str) -> Export:
     """The Export row of a request; staff export every user's rows."""
-    is_staff = bool(getattr(user, "is_staff", False))
     return Export.objects.create(
         owner=user if getattr(user, "is_authenticated", False) else None,
         dataset=dataset.name,
         query_params=query.as_json(),
-        all_owners=is_staff or dataset.owner_sql is None,
+        all_owners=sees_everything(user) or dataset.owner_sql is None,
         format=export_format,
     )
 
@@ -111,7 +106,7 @@ def run_export(export_id: str) -> dict[str, Any]:
     partial = _partial_path(relative)
     partial.parent.mkdir(parents=True, exist_ok=True)
     cells = _CHILD_CONTEXT.Array("q", [-1, 0], lock=False)
-    relay = _ProgressRelay(_Progress(job_id, export_id), cells)
+    relay = ProgressRelay(ExportProgress(job_id, export_id), cells)
     try:
         with relay:
             if connection.vendor == "postgresql":
@@ -132,8 +127,8 @@ def run_export(export_id: str) -> dict[str, Any]:
         message = f"export stopped: it needed more than {ceiling} MB"
         Export.mark_failed(export_id, message, peak_memory_mb=round(last_peak_rss_mb(), 1))
         raise ExportTooLarge(message) from None
-    except JobCancelled as exc:
-        Export.mark_failed(export_id, f"cancelled: {exc}")
+    except JobCancelled:
+        # The job ends cancelled, and its type's on_cancelled hook fails the export.
         raise
     except Exception as exc:
         _attempt_failed(export_id, job_id, exc)
@@ -170,18 +165,18 @@ def run_export(export_id: str) -> dict[str, Any]:
 
 
 def _attempt_failed(export_id: str, job_id: str | None, exc: Exception) -> None:
-    """Fail the export, or put it back to pending when its job will try again."""
-    from jobs.models import Job
+    """An attempt failed: the export waits (pending) for the job's next attempt or its final outcome.
 
+    Whether another attempt comes is the platform's to decide (a time limit
+    or a permanent error ends the job at once): if none does, the job type's
+    ``on_failed`` hook fails the export with the job's reason. Run without a
+    job (a shell), nothing else settles it, so it fails here.
+    """
     error = f"{type(exc).__name__}: {exc}"
-    attempts_left = False
-    if job_id is not None and not isinstance(exc, PermanentJobError):
-        row = Job.objects.filter(id=job_id).values("attempts", "max_attempts").first()
-        attempts_left = bool(row and row["attempts"] < row["max_attempts"])
-    if attempts_left:
-        Export.mark_pending(export_id, error)
-    else:
+    if job_id is None:
         Export.mark_failed(export_id, error)
+    else:
+        Export.mark_pending(export_id, error)
 
 
 def _media_path(relative: str) -> Path:
@@ -192,109 +187,12 @@ def _partial_path(relative: str) -> Path:
     return _media_path(relative + ".part")
 
 
-# -- progress ---------------------------------------------------------------------------
-class _Progress:
-    """Writes "Generating report... n of N records" to the job at most every interval."""
-
-    def __init__(self, job_id: str | None, export_id: str) -> None:
-        self.job_id = job_id
-        self.export_id = export_id
-        self.last = 0.0
-        self.written: tuple[int, int] | None = None
-
-    def update(self, total: int, rows: int, *, force: bool = False) -> None:
-        if self.job_id is None or (total, rows) == self.written:
-            return
-        now = time.monotonic()
-        if not force and rows and now - self.last < settings.JOBS_PROGRESS_MIN_INTERVAL_S:
-            return
-        self.last = now
-        self.written = (total, rows)
-        from jobs.state import events
-        from jobs.models import Job
-
-        percent = min(99, rows * 100 // total) if total else 0
-        data = {
-            "message": f"Generating report... {rows:,} of {total:,} records",
-            "export_id": self.export_id,
-            "rows_written": rows,
-            "total_rows": total,
-        }
-        if not transitions.record_progress(self.job_id, percent, data):
-            raise ExportStopped("cancelled while running")
-        events.publish_progress(self.job_id, percent, data)
-
-
-class _ProgressRelay:
-    """A thread that copies the child's (total, rows) counters into the job's progress.
-
-    When the job was cancelled it just stops: the watchdog kills the child.
-    """
-
-    def __init__(self, reporter: _Progress, cells: Any) -> None:
-        self.reporter = reporter
-        self.cells = cells
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="export-progress", daemon=True)
-
-    def __enter__(self) -> _ProgressRelay:
-        if self.reporter.job_id is not None:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        if self.thread.is_alive():
-            self.thread.join()
-
-    def _run(self) -> None:
-        interval = max(0.05, settings.JOBS_PROGRESS_MIN_INTERVAL_S)
-        try:
-            while not self.stopping.wait(interval):
-                total, rows = self.cells[0], self.cells[1]
-                if total >= 0:
-                    self.reporter.update(total, rows, force=True)
-        except ExportStopped:
-            pass
-        except Exception:
-            logger.warning("Could not relay the progress of export %s", self.reporter.export_id, exc_info=True)
-        finally:
-            connection.close()
-
-
-# -- writing the file (in the child process, or directly from a shell or a test) ------------
-def export_spec(export: Export, partial: Path) -> ExportSpec:
-    """What the PostgreSQL child needs to write this export: SQL, bound values, connection."""
-    dataset = get_dataset(export.dataset)
-    query = ExportQuery.from_json(export.query_params)
-    owner_id = None if export.all_owners else export.owner_id
-    quote = connection.ops.quote_name
-    sql, params = dataset.select_sql(query, owner_id=owner_id, vendor="postgresql", quote=quote)
-    count_sql, _ = dataset.select_sql(query, owner_id=owner_id, vendor="postgresql", quote=quote, ordered=False)
-    database = {
-        key: value
-        for key, value in connection.get_connection_params().items()
-        if key not in ("context", "cursor_factory", "prepare_threshold")
-    }
-    return ExportSpec(
-        sql=sql,
-        count_sql=count_sql,
-        params=params,
-        fields=list(query.fields),
-        kinds=[dataset.fields[name].kind for name in query.fields],
-        export_format=export.format,
-        sheet_title=dataset.name,
-        partial_path=str(partial),
-        chunk_rows=settings.EXPORT_CHUNK_ROWS,
-        database=database,
-    )
-
-
+# -- writing the file in this process (a shell, a test) ------------------------------------
 def write_export(export_id: str, relative_path: str, *, job_id: str | None = None) -> dict[str, Any]:
     """Write an export's file at ``MEDIA_ROOT/relative_path`` in this process (a shell, a test)."""
     partial = _partial_path(relative_path)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    reporter = _Progress(job_id, export_id)
+    reporter = ExportProgress(job_id, export_id)
     try:
         written = write_partial(export_id, partial, reporter.update)
         if written.get("too_many_rows"):
@@ -304,55 +202,6 @@ def write_export(export_id: str, relative_path: str, *, job_id: str | None = Non
     finally:
         partial.unlink(missing_ok=True)
     return {**written, "size_bytes": _media_path(relative_path).stat().st_size}
-
-
-def write_partial(export_id: str, partial: Path, report: Report) -> dict[str, int]:
-    """Write the export's rows to ``partial`` from whatever database this is."""
-    export = Export.objects.get(id=export_id)
-    if connection.vendor == "postgresql":
-        return write_postgresql(export_spec(export, partial), report)
-    dataset = get_dataset(export.dataset)
-    query = ExportQuery.from_json(export.query_params)
-    owner_id = None if export.all_owners else export.owner_id
-    sql, params = dataset.select_sql(
-        query, owner_id=owner_id, vendor=connection.vendor, quote=connection.ops.quote_name
-    )
-    count_sql, _ = dataset.select_sql(
-        query, owner_id=owner_id, vendor=connection.vendor, quote=connection.ops.quote_name, ordered=False
-    )
-    params = [_adapt(value) for value in params]
-    spec = ExportSpec(
-        sql=sql,
-        count_sql=count_sql,
-        params=params,
-        fields=list(query.fields),
-        kinds=[dataset.fields[name].kind for name in query.fields],
-        export_format=export.format,
-        sheet_title=dataset.name,
-        partial_path=str(partial),
-        chunk_rows=settings.EXPORT_CHUNK_ROWS,
-        database={},
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM ({count_sql}) AS export_rows", params)
-        row = cursor.fetchone()
-        total = int(row[0]) if row else 0
-        report(total, 0)
-        if export.format == ExportFormat.XLSX and total >= EXCEL_MAX_ROWS:
-            return {"rows": 0, "total_rows": total, "too_many_rows": 1}
-        cursor.execute(sql, params)
-        chunks = fetch_chunks(cursor, settings.EXPORT_CHUNK_ROWS)
-        if export.format == ExportFormat.CSV:
-            rows = write_csv(chunks, spec, total, report)
-        else:
-            rows = write_xlsx(chunks, spec, total, report)
-    return {"rows": rows, "total_rows": total}
-
-
-def _adapt(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return connection.ops.adapt_datetimefield_value(value)
-    return value
 
 
 # -- housekeeping and analytics -----------------------------------------------------------
@@ -377,18 +226,28 @@ def past_week(now: datetime) -> tuple[datetime, datetime]:
 
 
 def export_weekly_job_metrics(now: datetime | None = None) -> Export:
-    """Export the past week's per-queue job metrics as a CSV file for staff."""
-    start, end = past_week(now or timezone.now())
-    query = JOB_METRICS.validate({"finished_after": start.isoformat(), "finished_before": end.isoformat()}, None, None)
+    """Export the past week's per-queue job metrics as a CSV file for staff.
+
+    A retried job runs its first attempt's export again (one export per job,
+    which its type's outcome hooks settle), for the week that attempt chose.
+    """
     running = current_job()
-    export = Export.objects.create(
-        owner=None,
-        job_id=running.job_id if running else None,
-        dataset=JOB_METRICS.name,
-        query_params=query.as_json(),
-        all_owners=True,
-        format=ExportFormat.CSV,
-    )
+    job_id = running.job_id if running else None
+    export = None
+    if job_id is not None:
+        export = Export.objects.filter(job_id=job_id, status__in=RUNNABLE_STATUSES).first()
+    if export is None:
+        metrics = get_dataset(JOB_METRICS_DATASET)
+        start, end = past_week(now or timezone.now())
+        query = metrics.validate({"finished_after": start.isoformat(), "finished_before": end.isoformat()}, None, None)
+        export = Export.objects.create(
+            owner=None,
+            job_id=job_id,
+            dataset=metrics.name,
+            query_params=query.as_json(),
+            all_owners=True,
+            format=ExportFormat.CSV,
+        )
     run_export(str(export.id))
     export.refresh_from_db()
     return export

@@ -1,19 +1,21 @@
-"""The exports app's actors: thin, each calls one service."""
+"""The exports app's actors: thin, each calls one service (names and queues come from the job types)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import dramatiq
-
 from exports import services
+from exports.job_types import CSV_EXPORT, WEEKLY_JOB_METRICS
+from jobs.public import job_actor
 
 
+@job_actor(CSV_EXPORT)
 def csv_export(export_id: str) -> dict[str, Any]:
     """Write one export (CSV or Excel) under the memory ceiling."""
     return services.run_export(export_id)
 
 
+@job_actor(WEEKLY_JOB_METRICS)
 def export_weekly_job_metrics() -> dict[str, Any]:
     """Weekly analytics for staff: the past week's per-queue job metrics as CSV."""
     export = services.export_weekly_job_metrics()
@@ -22,7 +24,3 @@ def export_weekly_job_metrics() -> dict[str, Any]:
         "rows": export.row_count,
         "download_url": services.download_url(export.id),
     }
-
-
-dramatiq.actor(actor_name="csv_export", queue_name="csv-export")(csv_export)
-dramatiq.actor(actor_name="export_weekly_job_metrics", queue_name="maintenance")(export_weekly_job_metrics)

@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from exports.models import Export, ExportStatus
+from exports.services import download_url
 
 
 class ExportSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -40,8 +41,6 @@ class ExportSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         return export.error_message or None
 
     def get_download_url(self, export: Export) -> str | None:
-        from exports.services import download_url
-
         if export.status != ExportStatus.COMPLETED:
             return None
         request: Any = self.context.get("request")

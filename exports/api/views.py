@@ -15,14 +15,12 @@ from rest_framework.response import Response
 
 from exports.api.serializers import ExportSerializer
 from exports.models import Export, ExportStatus
+from jobs.public import visible_to
 
 
 def visible_exports(request: Request) -> QuerySet[Export]:
     """Staff see every export; anyone else only their own (others' answer 404)."""
-    exports = Export.objects.select_related("owner")
-    if not request.user.is_staff:
-        exports = exports.filter(owner_id=request.user.pk)
-    return exports
+    return visible_to(Export.objects.select_related("owner"), request.user)
 
 
 class ExportListView(generics.ListAPIView):  # type: ignore[type-arg]
