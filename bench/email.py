@@ -256,9 +256,9 @@ def _run_campaign(user_ids: list[int], timeout: float) -> tuple[float, int]:
     from django.contrib.auth import get_user_model
 
     from campaigns.models import EmailTemplate
-    from jobs.models import Job, JobStatus
     from jobs.dispatch.registry import get_job_type
     from jobs.dispatch.services import start_job
+    from jobs.models import Job, JobStatus
 
     template, _ = EmailTemplate.objects.get_or_create(
         name="bench",

@@ -226,9 +226,9 @@ def run_job(path: Path, owner: Any, memory: TreeMemory) -> tuple[float, float, f
     from django.db import transaction
 
     from documents.models import Document
-    from jobs.models import Job, JobStatus
     from jobs.dispatch.registry import get_job_type
     from jobs.dispatch.services import start_job
+    from jobs.models import Job, JobStatus
 
     document = Document(owner=owner, original_name=path.name, size=path.stat().st_size, sha256="-")
     with open(path, "rb") as handle:

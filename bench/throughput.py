@@ -87,8 +87,8 @@ def bench_conveyor(jobs: int, processes: int, threads: int, prefetch: int) -> tu
     from django.db import connection, transaction
     from django.db.models import Max, Min
 
-    from jobs.models import Job, JobStatus
     from jobs.dispatch.services import build_job, create_jobs
+    from jobs.models import Job, JobStatus
 
     call_command("migrate", verbosity=0)
     Job.objects.filter(queue="maintenance").delete()

@@ -17,12 +17,7 @@ def _fan_out_batches(plan: services.SendingPlan) -> AwaitChildren | dict[str, An
     data: dict[str, Any] = dict(counts)
     progress(services.campaign_percent(counts), services.progress_message(counts), **data)
     children = [
-        ChildJob(
-            actor=EMAIL_BATCH_PART_TYPE.actor,
-            queue=EMAIL_BATCH_PART_TYPE.queue,
-            arguments={"campaign_id": plan.campaign_id, "delivery_ids": batch},
-            job_type=EMAIL_BATCH_PART_TYPE.name,
-        )
+        ChildJob.of(EMAIL_BATCH_PART_TYPE, {"campaign_id": plan.campaign_id, "delivery_ids": batch})
         for batch in plan.batches
     ]
     return fan_out(children, unit="batches", data={"campaign_id": plan.campaign_id}, own_progress=True)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 
 from documents.models import Document, DocumentPage, DocumentStatus
+from jobs.public import Tone, status_badge
 
-STATUS_COLOURS = {
-    DocumentStatus.UPLOADED: "#6c757d",
-    DocumentStatus.PROCESSING: "#0d6efd",
-    DocumentStatus.READY: "#198754",
-    DocumentStatus.FAILED: "#dc3545",
+#: Each document status drawn like the jobs' statuses of the same kind.
+STATUS_TONES = {
+    DocumentStatus.UPLOADED: Tone.WAITING,
+    DocumentStatus.PROCESSING: Tone.WORKING,
+    DocumentStatus.READY: Tone.DONE,
+    DocumentStatus.FAILED: Tone.FAILED,
 }
 
 
@@ -44,7 +47,7 @@ class DocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "page_count",
         "status",
         "error",
-        "ocr_job",
+        "ocr_job_link",
         "created_at",
         "updated_at",
     ]
@@ -54,5 +57,12 @@ class DocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, document: Document) -> str:
-        colour = STATUS_COLOURS.get(DocumentStatus(document.status), "#6c757d")
-        return format_html('<span style="color:{}">{}</span>', colour, document.get_status_display())
+        return status_badge(document.get_status_display(), STATUS_TONES.get(DocumentStatus(document.status)))
+
+    @admin.display(description="OCR job")
+    def ocr_job_link(self, document: Document) -> str:
+        """The latest OCR job by its id (its state is the document's status, not read from the job)."""
+        if document.ocr_job_id is None:
+            return "-"
+        url = reverse("admin:jobs_job_change", args=[document.ocr_job_id])
+        return format_html('<a href="{}">{}</a>', url, document.ocr_job_id)

@@ -8,10 +8,27 @@ class DocumentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the pdf-ocr and thumbnails job types, and the scheduler's thumbnail-maintenance.
-        from documents import job_types, maintenance  # noqa: F401
-        from jobs.worker.isolation import preload_in_children
+        # Imported once the models are: registers pdf-ocr, thumbnails,
+        # thumbnail-maintenance and the two child types with the platform,
+        # and the "documents" dataset that exports read.
+        from documents import datasets  # noqa: F401
+        from documents.job_types import PDF_OCR, THUMBNAILS
+        from documents.services import documents_by_status
+        from jobs.public import preload_in_children, register_activity_source, register_alert_rule, slow_jobs_rule
 
         # OCR starts one child per page: pdf2image and pytesseract are imported
         # once by the forkserver instead of by every child.
-        preload_in_children("documents.ocr_child", warm_for_queue="pdf-processing")
+        preload_in_children("documents.ocr_child", warm_for_queue=PDF_OCR.queue)
+        # Slow OCR from the start of the run; slow thumbnails from the request (what the person waits).
+        register_alert_rule(slow_jobs_rule("ocr_duration", "Slow OCR", PDF_OCR.name, what="OCR documents took"))
+        register_alert_rule(
+            slow_jobs_rule(
+                "thumbnails_duration",
+                "Slow thumbnails",
+                THUMBNAILS.name,
+                what="thumbnail jobs took",
+                from_request=True,
+            )
+        )
+        # The daily digest's "documents" section.
+        register_activity_source("documents", documents_by_status)

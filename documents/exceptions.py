@@ -6,7 +6,7 @@ raises one fails at once with the message as its reason, and is not retried.
 
 from __future__ import annotations
 
-from jobs.core.exceptions import PermanentJobError
+from jobs.public import PermanentJobError
 
 
 class DocumentError(PermanentJobError):
@@ -43,7 +43,3 @@ class PageTooLarge(DocumentError):
 
 class DocumentFileMissing(DocumentError):
     """The stored file of a document is gone."""
-
-
-class PageFailed(Exception):
-    """One page could not be read; retried on its own, then recorded on the page."""

@@ -1,11 +1,12 @@
 """Documents and their pages.
 
-A document's state diagram (the OCR job drives it; ``failed`` and ``ready``
+A document's state diagram (the OCR job drives it, its end through the
+``pdf-ocr`` type's hooks in ``documents.outcomes``; ``failed`` and ``ready``
 go back to ``processing`` when OCR is asked for again)::
 
     uploaded ──► processing ──► ready    (every page read, or recorded with its error)
                      │
-                     └────────► failed   (the whole document is unreadable, or its job stopped)
+                     └────────► failed   (the whole document is unreadable, or its job failed or was cancelled)
 """
 
 from __future__ import annotations
@@ -78,11 +79,13 @@ class Document(models.Model):
         return sorted({int(path.stem) for path in self.thumbnail_dir.iterdir() if path.stem.isdigit()})
 
     # -- transitions -----------------------------------------------------
-    def mark_processing(self) -> None:
-        Document.objects.filter(id=self.id).update(
-            status=DocumentStatus.PROCESSING, error="", updated_at=timezone.now()
+    @classmethod
+    def link_ocr_job(cls, document_id: str, job_id: str) -> None:
+        """A new OCR run starts from scratch: forget the pages of the previous run."""
+        DocumentPage.objects.filter(document_id=document_id).delete()
+        cls.objects.filter(id=document_id).update(
+            ocr_job_id=job_id, status=DocumentStatus.PROCESSING, error="", updated_at=timezone.now()
         )
-        self.status, self.error = DocumentStatus.PROCESSING, ""
 
     @classmethod
     def mark_ready(cls, document_id: str) -> bool:
@@ -97,6 +100,15 @@ class Document(models.Model):
         return bool(
             cls.objects.filter(id=document_id, status=DocumentStatus.PROCESSING).update(
                 status=DocumentStatus.FAILED, error=error[:2000], updated_at=timezone.now()
+            )
+        )
+
+    @classmethod
+    def settle_ocr_job(cls, job_id: str, status: DocumentStatus, error: str = "") -> bool:
+        """The end of an OCR job, for the document still processing with it (a later request's job wins)."""
+        return bool(
+            cls.objects.filter(ocr_job_id=job_id, status=DocumentStatus.PROCESSING).update(
+                status=status, error=error[:2000], updated_at=timezone.now()
             )
         )
 

@@ -1,6 +1,6 @@
 """pdf2image and pytesseract calls, made inside a killable child process.
 
-``documents.pdf`` runs these functions through ``jobs.worker.isolation.run_in_child``.
+``documents.pdf`` runs these functions through the platform's ``run_in_child``.
 The child leads its own process group, so the pdfinfo, pdftoppm and tesseract
 processes that pdf2image and pytesseract start are in it: a time limit or a
 cancel kills them with the child, and they inherit its memory and CPU limits.

@@ -1,10 +1,10 @@
 """Poppler and tesseract, each run in a killable child process under limits.
 
 OCR's rasterising and reading go through pdf2image and pytesseract inside
-``jobs.worker.isolation.run_in_child`` (the functions of ``documents.ocr_child``),
+the platform's ``run_in_child`` (the functions of ``documents.ocr_child``),
 whose process group holds the pdftoppm and tesseract they start. The quick
 poppler calls (pdfinfo, pdfimages, pdftotext, the thumbnail's one small
-render) run through ``jobs.worker.isolation.run_command``: a child interpreter would
+render) run through its ``run_command``: a child interpreter would
 cost several times the call itself (a thumbnail render took ~35 ms directly,
 ~190 ms through ``run_in_child``). Either way a job's time limit or cancel
 kills the tool (and the worker thread is never blocked in C code), and each
@@ -25,8 +25,8 @@ from pathlib import Path
 from django.conf import settings
 
 from documents import ocr_child
-from documents.exceptions import CorruptPdf, EncryptedPdf, NotAPdf, PageTooLarge, PdfHasNoPages
-from jobs.worker.isolation import ChildProcessFailed, run_command, run_in_child
+from documents.exceptions import CorruptPdf, EmptyFile, EncryptedPdf, NotAPdf, PageTooLarge, PdfHasNoPages
+from jobs.public import ChildProcessFailed, run_command, run_in_child
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,6 @@ def inspect_pdf(path: Path) -> PdfInfo:
     with open(path, "rb") as handle:
         head = handle.read(HEADER_WINDOW)
     if not head:
-        from documents.exceptions import EmptyFile
-
         raise EmptyFile("the file is empty (0 bytes)")
     if not looks_like_pdf(head):
         raise NotAPdf("the file is not a PDF: its content does not start with a PDF header")

@@ -1,34 +1,38 @@
-"""The documents actors: thin, each calls one service function."""
+"""The documents actors: thin, each declared from its job type (name and queue) and calling one function."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import dramatiq
+from documents import maintenance, ocr, thumbnails
+from documents.job_types import OCR_PAGES, PDF_OCR, THUMBNAIL_MAINTENANCE, THUMBNAILS, THUMBNAILS_DOCUMENT
+from jobs.public import AwaitChildren, job_actor
 
-from documents import services
-from jobs.worker.fanout import AwaitChildren
 
-
-@dramatiq.actor(actor_name="ocr_document", queue_name=services.OCR_QUEUE)
+@job_actor(PDF_OCR)
 def ocr_document(document_id: str) -> AwaitChildren | dict[str, Any]:
-    return services.start_document_ocr(document_id)
+    return ocr.start_document_ocr(document_id)
 
 
-@dramatiq.actor(actor_name="ocr_page_range", queue_name=services.OCR_QUEUE)
+@job_actor(OCR_PAGES)
 def ocr_page_range(document_id: str, first_page: int, last_page: int) -> dict[str, Any]:
-    return services.ocr_page_range(document_id, first_page, last_page)
+    return ocr.ocr_page_range(document_id, first_page, last_page)
 
 
-@dramatiq.actor(actor_name="make_thumbnails", queue_name=services.THUMBNAILS_QUEUE)
+@job_actor(THUMBNAILS)
 def make_thumbnails(
     document_ids: list[str], sizes: list[int], image_format: str = "png", force: bool = False
 ) -> AwaitChildren:
-    return services.fan_out_thumbnails(document_ids, sizes, image_format, force)
+    return thumbnails.fan_out_thumbnails(document_ids, sizes, image_format, force)
 
 
-@dramatiq.actor(actor_name="make_document_thumbnails", queue_name=services.THUMBNAILS_QUEUE)
+@job_actor(THUMBNAILS_DOCUMENT)
 def make_document_thumbnails(
     document_id: str, sizes: list[int], image_format: str = "png", force: bool = False
 ) -> dict[str, Any]:
-    return services.make_document_thumbnails(document_id, sizes, image_format, force)
+    return thumbnails.make_document_thumbnails(document_id, sizes, image_format, force)
+
+
+@job_actor(THUMBNAIL_MAINTENANCE)
+def maintain_thumbnails() -> dict[str, Any]:
+    return maintenance.regenerate_missing_thumbnails()

@@ -63,7 +63,7 @@ class VisibleDocumentView(generics.GenericAPIView):  # type: ignore[type-arg]
     serializer_class = DocumentSerializer
 
     def get_queryset(self) -> QuerySet[Document]:
-        return services.visible_documents(self.request.user).select_related("owner", "ocr_job")
+        return services.visible_documents(self.request.user).select_related("owner")
 
 
 class DocumentDetailView(VisibleDocumentView, generics.RetrieveAPIView):  # type: ignore[type-arg]
@@ -71,16 +71,13 @@ class DocumentDetailView(VisibleDocumentView, generics.RetrieveAPIView):  # type
 
     serializer_class = DocumentDetailSerializer
 
-    def get_object(self) -> Document:
-        return services.sync_status_with_job(super().get_object())
-
 
 class DocumentTextView(VisibleDocumentView):
     """``GET /api/documents/<id>/text``: plain text, pages separated by a form feed."""
 
     @extend_schema(responses={(200, "text/plain"): str})
     def get(self, request: Request, pk: str) -> HttpResponse | Response:
-        document = services.sync_status_with_job(self.get_object())
+        document = self.get_object()
         if document.status != DocumentStatus.READY:
             return Response(
                 {"detail": f"the text is not available: the document is {document.status}"},

@@ -28,6 +28,7 @@ from typing import Any
 
 from jobs.core.context import current_job
 from jobs.dispatch.outcomes import FANOUT_KEY
+from jobs.dispatch.registry import JobType
 from jobs.dispatch.services import build_job, send_jobs
 from jobs.models import Job
 from jobs.state import transitions
@@ -41,7 +42,15 @@ class ChildJob:
     arguments: dict[str, Any]
     job_type: str
     queue: str | None = None
-    priority: str = "normal"
+    #: None: the parent's priority (a high-priority document's pages stay high).
+    priority: str | None = None
+
+    @classmethod
+    def of(cls, job_type: JobType, arguments: dict[str, Any], *, priority: str | None = None) -> ChildJob:
+        """A child of a registered (internal) job type: its actor and queue come from the type."""
+        return cls(
+            actor=job_type.actor, arguments=arguments, job_type=job_type.name, queue=job_type.queue, priority=priority
+        )
 
 
 @dataclass
@@ -81,7 +90,7 @@ def fan_out(
             actor=child.actor,
             arguments=child.arguments,
             owner=None,
-            priority=child.priority,
+            priority=child.priority or parent.priority,
             parent=parent,
         )
         for child in children

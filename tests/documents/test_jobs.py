@@ -6,8 +6,7 @@ import psutil
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from documents.models import DocumentPage, DocumentStatus, PageSource, PageStatus
-from documents.services import sync_status_with_job
+from documents.models import Document, DocumentPage, DocumentStatus, PageSource, PageStatus
 from jobs.dispatch.services import cancel_job
 from jobs.models import Job, JobStatus
 from tests.documents import pdfs
@@ -75,6 +74,11 @@ def running_tools(processes: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+def refreshed(document: Document) -> Document:
+    document.refresh_from_db()
+    return document
 
 
 def watch_progress(job, seen: list[tuple[int, str]]):
@@ -147,8 +151,25 @@ def test_cancelling_ocr_kills_its_tesseract_and_the_worker_stays_healthy(
         assert child.status == JobStatus.CANCELLED
     # And the worker goes on with the next job
     assert wait_terminal(canary(queue="pdf-processing"), timeout=20).status == JobStatus.COMPLETED
-    # And the document says its OCR was cancelled
-    assert sync_status_with_job(reload(document)).status == DocumentStatus.FAILED
+    # And the type's on_cancelled hook says so on the document
+    wait_for(lambda: refreshed(document).status == DocumentStatus.FAILED, timeout=10, what="the document failed")
+    assert document.error == "OCR cancelled"
+
+
+@pytest.mark.slow
+def test_an_ocr_job_that_fails_for_good_fails_its_document_with_the_reason(pools, user, document_for, media_root):
+    # Given a document whose stored file cannot be read
+    document = document_for(user, b"%PDF-1.4\n garbage\n")
+    ocr_pool(pools, media_root)
+    # When its OCR job meets that permanent error
+    job = wait_terminal(start("pdf-ocr", user, file_id=str(document.id)), timeout=60)
+    # Then the job failed without a retry
+    assert (job.status, job.attempts) == (JobStatus.FAILED, 1)
+    assert "cannot be read" in job.error_message
+    # And its on_failed hook (run by the worker after the commit) failed the document with a readable reason
+    wait_for(lambda: refreshed(document).status == DocumentStatus.FAILED, timeout=10, what="the document failed")
+    assert document.error == f"OCR failed: {job.error_message}"
+    assert document.ocr_job_id == job.id
 
 
 @pytest.mark.slow

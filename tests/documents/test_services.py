@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from documents import services
+from documents import ocr, outcomes, thumbnails
 from documents.exceptions import (
     CorruptPdf,
     DocumentError,
@@ -18,9 +18,11 @@ from documents.exceptions import (
     PdfHasNoPages,
 )
 from documents.models import DocumentPage, DocumentStatus, PageSource, PageStatus
+from jobs.dispatch.outcomes import deliver_outcome
 from jobs.state import transitions
 from jobs.worker.isolation import ChildProcessFailed
 from tests.documents import pdfs
+from tests.jobs.helpers import start
 
 
 def prepare(document, pages: int) -> None:
@@ -39,7 +41,7 @@ def test_ocr_reads_at_least_95_percent_of_the_words_of_a_clean_page(user, docume
     document = document_for(user, scanned_pages(1, words=48))
     prepare(document, 1)
     # When its page range is read
-    services.ocr_page_range(str(document.id), 1, 1)
+    ocr.ocr_page_range(str(document.id), 1, 1)
     # Then OCR found at least 95 % of them
     page = DocumentPage.objects.get(document=document, number=1)
     expected = Counter(pdfs.sample_words(48, seed=1))
@@ -52,8 +54,8 @@ def test_ocr_reads_at_least_95_percent_of_the_words_of_a_clean_page(user, docume
 def test_a_page_with_a_text_layer_takes_its_text_from_it_without_ocr(user, document_for, monkeypatch):
     document = document_for(user, pdfs.text_pdf_bytes(["invoice amount customer payment delivery"]))
     prepare(document, 1)
-    monkeypatch.setattr(services, "ocr_image", lambda image: pytest.fail("OCR ran on a text page"))
-    services.ocr_page_range(str(document.id), 1, 1)
+    monkeypatch.setattr(ocr, "ocr_image", lambda image: pytest.fail("OCR ran on a text page"))
+    ocr.ocr_page_range(str(document.id), 1, 1)
     page = DocumentPage.objects.get(document=document)
     assert page.text == "invoice amount customer payment delivery"
     assert page.source == PageSource.TEXT_LAYER
@@ -66,16 +68,16 @@ def flaky_page(monkeypatch):
     calls: Counter[int] = Counter()
 
     def install(number: int, times: int) -> Counter[int]:
-        real = services.ocr_image
+        real = ocr.ocr_image
 
-        def ocr(image):
+        def flaky_ocr(image):
             page = int(image.stem.rsplit("-", 1)[1])
             calls[page] += 1
             if page == number and calls[page] <= times:
                 raise ChildProcessFailed("tesseract failed (exit 1): injected")
             return real(image)
 
-        monkeypatch.setattr(services, "ocr_image", ocr)
+        monkeypatch.setattr(ocr, "ocr_image", flaky_ocr)
         return calls
 
     return install
@@ -86,7 +88,7 @@ def test_a_failing_page_is_retried_on_its_own(user, document_for, scanned_pages,
     document = document_for(user, scanned_pages(3, words=12), pages=3)
     prepare(document, 3)
     calls = flaky_page(2, times=2)
-    services.ocr_page_range(str(document.id), 1, 3)
+    ocr.ocr_page_range(str(document.id), 1, 3)
     assert calls == {1: 1, 2: 3, 3: 1}
     pages = {page.number: page for page in document.pages.all()}
     assert {page.status for page in pages.values()} == {PageStatus.DONE}
@@ -100,8 +102,8 @@ def test_a_page_that_keeps_failing_is_recorded_and_the_document_still_completes(
     document = document_for(user, scanned_pages(3, words=12), pages=3)
     prepare(document, 3)
     flaky_page(2, times=99)
-    services.ocr_page_range(str(document.id), 1, 3)
-    result = services.finish_document_ocr(str(document.id), started_at=None)
+    ocr.ocr_page_range(str(document.id), 1, 3)
+    result = outcomes.finish_document_ocr(str(document.id), started_at=None)
     bad = DocumentPage.objects.get(document=document, number=2)
     assert bad.status == PageStatus.FAILED
     assert "failed 3 times" in bad.error and "injected" in bad.error
@@ -120,7 +122,7 @@ def test_pages_already_read_are_not_read_again(user, document_for, scanned_pages
     )
     calls = flaky_page(0, times=0)
     # When the range is run again
-    services.ocr_page_range(str(document.id), 1, 2)
+    ocr.ocr_page_range(str(document.id), 1, 2)
     # Then only the missing page was read
     assert calls == {2: 1}
     assert DocumentPage.objects.get(document=document, number=1).text == "saved before"
@@ -138,22 +140,30 @@ def test_pages_already_read_are_not_read_again(user, document_for, scanned_pages
     ],
     ids=["zero-bytes", "image-renamed-pdf", "encrypted", "corrupt", "truncated", "zero-pages"],
 )
-def test_unreadable_file_fails_the_ocr_job_permanently_with_a_reason(user, document_for, data, error, problem):
-    document = document_for(user, data, status=DocumentStatus.PROCESSING)
-    with pytest.raises(error, match=problem):
-        services.start_document_ocr(str(document.id))
+def test_unreadable_file_fails_the_ocr_job_permanently_and_its_hook_fails_the_document(
+    user, document_for, data, error, problem
+):
+    # Given an OCR job for an unreadable file
+    document = document_for(user, data)
+    job = start("pdf-ocr", user, file_id=str(document.id))
+    # When its run raises a permanent error (not retried: the job fails with it)
+    with pytest.raises(error, match=problem) as raised:
+        ocr.start_document_ocr(**job.arguments)
+    assert transitions.mark_failed(str(job.id), f"{type(raised.value).__name__}: {raised.value}")
+    assert deliver_outcome(str(job.id))
+    # Then the type's on_failed hook failed the document with the reason
     document.refresh_from_db()
     assert document.status == DocumentStatus.FAILED
-    assert problem in document.error
+    assert document.error.startswith("OCR failed: ") and problem in document.error
 
 
 def test_an_absurd_page_size_is_refused_before_rendering(user, document_for, monkeypatch):
     document = document_for(user, pdfs.text_pdf_bytes([""], media_box=(14400, 14400)))
     prepare(document, 1)
-    monkeypatch.setattr(services.pdf, "render_pages", lambda *a: pytest.fail("rendered an absurd page"))
-    services.ocr_page_range(str(document.id), 1, 1)
+    monkeypatch.setattr(ocr.pdf, "render_pages", lambda *a: pytest.fail("rendered an absurd page"))
+    ocr.ocr_page_range(str(document.id), 1, 1)
     with pytest.raises(DocumentError, match="no page could be read"):
-        services.finish_document_ocr(str(document.id), started_at=None)
+        outcomes.finish_document_ocr(str(document.id), started_at=None)
     document.refresh_from_db()
     assert document.status == DocumentStatus.FAILED
     assert "14400 x 14400 pt" in document.error and "megapixel cap" in document.error
@@ -162,8 +172,8 @@ def test_an_absurd_page_size_is_refused_before_rendering(user, document_for, mon
 def test_a_decompression_bomb_is_refused_by_its_image_size(user, document_for, monkeypatch):
     document = document_for(user, pdfs.bomb_pdf_bytes(side=20000))
     prepare(document, 1)
-    monkeypatch.setattr(services.pdf, "render_pages", lambda *a: pytest.fail("rendered a bomb"))
-    services.ocr_page_range(str(document.id), 1, 1)
+    monkeypatch.setattr(ocr.pdf, "render_pages", lambda *a: pytest.fail("rendered a bomb"))
+    ocr.ocr_page_range(str(document.id), 1, 1)
     page = DocumentPage.objects.get(document=document)
     assert page.status == PageStatus.FAILED
     assert "20000 x 20000 image" in page.error and "decompression bomb" in page.error
@@ -176,7 +186,7 @@ def test_a_render_over_its_cpu_limit_is_killed_and_recorded(user, document_for, 
     settings.OCR_PAGE_ATTEMPTS = 1
     document = document_for(user, pdfs.bomb_pdf_bytes(side=20000))
     prepare(document, 1)
-    services.ocr_page_range(str(document.id), 1, 1)
+    ocr.ocr_page_range(str(document.id), 1, 1)
     page = DocumentPage.objects.get(document=document)
     assert page.status == PageStatus.FAILED
     assert "pdftoppm" in page.error and "1 s CPU limit" in page.error
@@ -192,14 +202,14 @@ def test_a_render_over_its_cpu_limit_is_killed_and_recorded(user, document_for, 
     ],
 )
 def test_pages_are_split_into_ranges_that_use_both_slots(pending, ranges):
-    split = services.split_page_ranges(list(range(1, pending + 1)), per_child=50, slots=2, batch=10)
+    split = ocr.split_page_ranges(list(range(1, pending + 1)), per_child=50, slots=2, batch=10)
     assert [len(run) for run in split] == ranges
     assert [n for run in split for n in run] == list(range(1, pending + 1))
 
 
 def test_thumbnails_render_every_size_and_skip_those_that_exist(user, document_for, monkeypatch):
     document = document_for(user, pdfs.text_pdf_bytes(["a page"]))
-    result = services.make_document_thumbnails(str(document.id), [150, 300, 600])
+    result = thumbnails.make_document_thumbnails(str(document.id), [150, 300, 600])
     assert result["made"] == [600, 300, 150]
     assert [max(Image.open(document.thumbnail_path(size)).size) for size in (150, 300, 600)] == [
         150,
@@ -207,11 +217,11 @@ def test_thumbnails_render_every_size_and_skip_those_that_exist(user, document_f
         600,
     ]
     renders = []
-    real = services.pdf.render_first_page
-    monkeypatch.setattr(services.pdf, "render_first_page", lambda *args: renders.append(args[1]) or real(*args))
-    assert services.make_document_thumbnails(str(document.id), [150, 300, 600])["made"] == []
-    assert services.make_document_thumbnails(str(document.id), [150, 1000])["made"] == [1000]
-    assert services.make_document_thumbnails(str(document.id), [150], "webp", force=True)["made"] == [150]
+    real = thumbnails.pdf.render_first_page
+    monkeypatch.setattr(thumbnails.pdf, "render_first_page", lambda *args: renders.append(args[1]) or real(*args))
+    assert thumbnails.make_document_thumbnails(str(document.id), [150, 300, 600])["made"] == []
+    assert thumbnails.make_document_thumbnails(str(document.id), [150, 1000])["made"] == [1000]
+    assert thumbnails.make_document_thumbnails(str(document.id), [150], "webp", force=True)["made"] == [150]
     assert renders == [1000, 150]
     assert document.thumbnail_path(150).suffix == ".webp"
 
@@ -219,12 +229,11 @@ def test_thumbnails_render_every_size_and_skip_those_that_exist(user, document_f
 def test_thumbnails_of_a_broken_document_fail_permanently(user, document_for):
     document = document_for(user, b"%PDF-1.4\n garbage\n")
     with pytest.raises(CorruptPdf):
-        services.make_document_thumbnails(str(document.id), [150])
+        thumbnails.make_document_thumbnails(str(document.id), [150])
 
 
 def test_page_range_children_inherit_the_priority_of_the_ocr_request(user, document_for, scanned_pages):
     from jobs.core.context import RunningJob, set_current_job
-    from tests.jobs.helpers import start
 
     # Given a high-priority OCR job, running in this thread
     document = document_for(user, scanned_pages(1), pages=1)
@@ -234,12 +243,15 @@ def test_page_range_children_inherit_the_priority_of_the_ocr_request(user, docum
         RunningJob(job_id=str(job.id), job_type="pdf-ocr", queue="pdf-processing", thread_id=0, time_limit_s=None)
     )
     try:
-        # When it fans out
-        marker = services.start_document_ocr(str(document.id))
+        # When it fans out (its actor is called with the job's arguments)
+        marker = ocr.start_document_ocr(**job.arguments)
     finally:
         set_current_job(None)
     # Then its page-range children carry the same priority, and the stages so far are recorded
-    assert [(child.priority, child.arguments["first_page"]) for child in marker.jobs] == [("high", 1)]
+    assert [(child.priority, child.type, child.actor) for child in marker.jobs] == [
+        ("high", "pdf-ocr-pages", "ocr_page_range")
+    ]
+    assert marker.jobs[0].arguments == {"document_id": str(document.id), "first_page": 1, "last_page": 1}
     assert marker.data["total_pages"] == 1 and marker.data["pages_processed"] == 0
     job.refresh_from_db()
     assert (job.progress, job.progress_data["message"]) == (10, "File loaded")
