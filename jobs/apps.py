@@ -13,7 +13,7 @@ class JobsConfig(AppConfig):
         from django.conf import settings
 
         # The platform's own job types (canary, cleanup, the weekly report).
-        from jobs.dispatch import canary_type  # noqa: F401
+        from jobs.dispatch import canaries  # noqa: F401
         from jobs.ops import reports  # noqa: F401
         from jobs.ops.scheduling import job_types  # noqa: F401
         from jobs.worker import log_filters

@@ -15,6 +15,7 @@ import dramatiq
 
 from jobs.core.exceptions import PermanentJobError, TransientJobError
 from jobs.core.queues import queue_names
+from jobs.dispatch.canaries import canary_actor_name
 from jobs.worker.progress import progress
 
 
@@ -24,10 +25,6 @@ class CanaryFailed(TransientJobError):
 
 class CanaryFailedPermanently(PermanentJobError):
     """A canary asked to fail for good; not retried."""
-
-
-def canary_actor_name(queue: str) -> str:
-    return "canary_" + queue.replace("-", "_")
 
 
 def run_canary(queue: str, seconds: float = 0.0, steps: int = 1, fail: bool | str = False) -> dict[str, Any]:
