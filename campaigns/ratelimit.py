@@ -131,9 +131,6 @@ class SendRateLimiter:
         )
         return Grant(int(granted), int(wait_us) / 1_000_000)
 
-    def reset(self) -> None:
-        self.client.delete(self.key, self.key + ":seq")
-
 
 class ConnectionSlots:
     """At most ``slots`` SMTP connections at once across all processes, as expiring leases."""

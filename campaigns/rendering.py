@@ -6,9 +6,9 @@ safe tags and filters of ``campaigns.template_library``; a forbidden one is
 refused by name, per field, when the template is saved (API and admin) and
 again when a batch compiles it.
 
-Two ways to turn the rendered parts into a message: ``build_message`` (a
-Django ``EmailMultiAlternatives``, for any backend) and ``RawComposer`` (the
-wire bytes directly, for the SMTP path). Django's ``message().as_bytes()``
+The rendered parts become a message through ``RawComposer`` (the wire bytes
+directly, for the SMTP path; ``campaigns.smtp`` builds a Django message for
+other backends and for what the composer leaves to Django). Django's ``message().as_bytes()``
 rebuilds and refolds every header through the ``email`` package's generator
 for each recipient, which cost more CPU than the SMTP exchange itself; the
 composer writes the same MIME structure (headers, ``multipart/alternative``
@@ -28,7 +28,6 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
 from django.core.mail.message import BadHeaderError, sanitize_address
 from django.core.mail.utils import DNS_NAME
 from django.template import Context, Engine, Template
@@ -130,16 +129,6 @@ def render_parts(compiled: CompiledTemplate, context: dict[str, Any]) -> tuple[s
     html = compiled.body_html.render(Context(context)) if compiled.body_html is not None else ""
     # A header cannot hold a line break (Django refuses it as header injection).
     return " ".join(subject.split()), text, html
-
-
-def build_message(
-    compiled: CompiledTemplate, context: dict[str, Any], to: str, headers: dict[str, str]
-) -> EmailMultiAlternatives:
-    subject, text, html = render_parts(compiled, context)
-    message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, [to], headers=headers)
-    if html:
-        message.attach_alternative(html, "text/html")
-    return message
 
 
 def check_template(subject: str, body_text: str, body_html: str, context: dict[str, Any]) -> None:
