@@ -290,7 +290,8 @@ class JobMirror(Middleware):
                 child_finished(running.parent_id)
             except Exception:
                 logger.exception("Could not update parent job %s", running.parent_id)
-        deliver_outcome(running.job_id)
+        if has_outcome_hooks(running.job_type):
+            deliver_outcome(running.job_id)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         running = current_job()
