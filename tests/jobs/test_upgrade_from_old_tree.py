@@ -146,8 +146,17 @@ def test_database_of_the_old_tree_upgrades_and_its_schedule_fires(upgrade_db, ol
     old = Scheduler(old_tree, upgrade_db, tmp_path / "old-scheduler.log")
     try:
         wait_for(lambda: any(OLD_PATH in state for state in _stored_jobs(upgrade_db)), 30, 0.2, "old stored jobs")
+        # and that it fired once already (so the upgrade meets a job it enqueued)
+        wait_for(lambda: _query(upgrade_db, "SELECT id FROM jobs_schedulefire"), 30, 0.2, "a fire by the old scheduler")
     finally:
         old.stop()
+    # No worker runs here: the job the old scheduler enqueued stays waiting,
+    # and the next fires would be recorded "skipped" (previous job
+    # unfinished). Finish it, as a worker would have.
+    _query(
+        upgrade_db,
+        "UPDATE jobs_job SET status = 'completed', finished_at = now() WHERE status <> 'completed' RETURNING id",
+    )
 
     # When this tree migrates it
     _manage(ROOT, upgrade_db, "migrate", "--no-input")
