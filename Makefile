@@ -7,8 +7,7 @@ ARGS ?=
 
 run:
 	bash scripts/bootstrap.sh run
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py ensure_admin
+	$(PY) manage.py release
 	exec $(PY) manage.py runconveyor
 
 test:
