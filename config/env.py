@@ -58,3 +58,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_header(name: str) -> tuple[str, str] | None:
+    """A request header and the value it must have, as ``Header-Name=value``; None when unset.
+
+    The result is Django's shape for ``SECURE_PROXY_SSL_HEADER``: the header's
+    ``request.META`` key (``HTTP_X_FORWARDED_PROTO``) and the value.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    header, sep, value = raw.partition("=")
+    header, value = header.strip(), value.strip()
+    if not sep or not header or not value:
+        raise ImproperEnvironment(f"{name} must look like X-Forwarded-Proto=https, got {raw!r}")
+    key = header.upper().replace("-", "_")
+    return (key if key.startswith("HTTP_") else f"HTTP_{key}", value)

@@ -21,6 +21,13 @@ echo "== lint-imports (the layers and boundaries in pyproject.toml)"
 .venv/bin/lint-imports --no-cache
 echo "== mypy"
 .venv/bin/mypy .
+echo "== manage.py check --deploy (production mode)"
+# A throwaway key and token: the check reads the settings and never connects to the database.
+CONVEYOR_ENV=production DJANGO_SETTINGS_MODULE=config.settings \
+  SECRET_KEY="$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+  METRICS_TOKEN="$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))')" \
+  ALLOWED_HOSTS=conveyor.example.com DATABASE_URL=postgres://postgres@127.0.0.1:5432/conveyor \
+  .venv/bin/python manage.py check --deploy --fail-level WARNING
 echo "== pytest (PostgreSQL)"
 status=0
 .venv/bin/pytest "$@" || status=$?

@@ -404,11 +404,17 @@ def web_spec(
     port: int | None = None,
     workers: int | None = None,
     extra_env: Mapping[str, str] | None = None,
+    forwarded_allow_ips: str | None = None,
 ) -> ChildSpec:
-    """The ASGI web server (uvicorn); defaults from HOST, PORT and WEB_WORKERS."""
+    """The ASGI web server (uvicorn); defaults from HOST, PORT, WEB_WORKERS and FORWARDED_ALLOW_IPS.
+
+    ``X-Forwarded-For``/``-Proto`` count only from FORWARDED_ALLOW_IPS (the TLS proxy; default
+    127.0.0.1): from anyone, a client would choose its own address past per-address throttles.
+    """
     host = host or os.environ.get("HOST", "127.0.0.1")
     port = port or int(os.environ.get("PORT", "8000"))
     workers = workers or int(os.environ.get("WEB_WORKERS", "2"))
+    forwarded_allow_ips = forwarded_allow_ips or os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1"
     argv = [
         _python(),
         "-m",
@@ -423,6 +429,9 @@ def web_spec(
         # Django's ASGI handler does not speak the lifespan protocol.
         "--lifespan",
         "off",
+        "--proxy-headers",
+        "--forwarded-allow-ips",
+        forwarded_allow_ips,
     ]
     # Per process: the thread Django runs sync views in, and the live event
     # publisher (owner look-ups for events of cancels and retries).

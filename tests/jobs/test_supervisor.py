@@ -227,3 +227,16 @@ def test_pools_and_the_scheduler_run_the_projects_manage_py():
         assert manage_py == ROOT / "manage.py" and manage_py.is_file()
         assert spec.cwd == ROOT
     assert web_spec().cwd == ROOT
+
+
+def test_the_web_server_trusts_forwarded_headers_only_from_the_configured_proxies(monkeypatch):
+    # Default: a proxy on the same host only
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    argv = web_spec().argv
+    assert "--proxy-headers" in argv
+    assert argv[argv.index("--forwarded-allow-ips") + 1] == "127.0.0.1"
+
+    # An operator names the TLS proxy's addresses
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.5,10.0.1.0/24")
+    argv = web_spec().argv
+    assert argv[argv.index("--forwarded-allow-ips") + 1] == "10.0.0.5,10.0.1.0/24"
