@@ -45,6 +45,7 @@ class DocumentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "size",
         "sha256",
         "page_count",
+        "thumbnails",
         "status",
         "error",
         "ocr_job_link",

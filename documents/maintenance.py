@@ -25,13 +25,18 @@ DOCUMENTS_PER_JOB = 500
 
 
 def documents_missing_thumbnails(sizes: list[int] | None = None) -> list[Document]:
-    """Ready documents without a stored thumbnail of every configured size."""
-    wanted = sizes or list(settings.THUMBNAIL_SIZES)
-    missing = []
-    for document in Document.objects.filter(status=DocumentStatus.READY).only("id", "owner_id").iterator():
-        if any(document.thumbnail_path(size) is None for size in wanted):
-            missing.append(document)
-    return missing
+    """Ready documents without a stored thumbnail of every configured size.
+
+    One query over the recorded thumbnails (``Document.thumbnails``): the
+    storage is never asked, since on S3 that is a request per file.
+    """
+    wanted = [str(size) for size in (sizes or list(settings.THUMBNAIL_SIZES))]
+    return list(
+        Document.objects.filter(status=DocumentStatus.READY)
+        .exclude(thumbnails__has_keys=wanted)
+        .only("id", "owner_id")
+        .order_by("created_at", "id")
+    )
 
 
 def regenerate_missing_thumbnails() -> dict[str, Any]:

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 
@@ -27,7 +27,7 @@ class DocumentStatus(models.TextChoices):
 
 
 def stored_file_name(document: Document, filename: str) -> str:
-    """The generated name under MEDIA_ROOT: nothing the user sent reaches the file system."""
+    """The generated storage name: nothing the user sent reaches the storage."""
     return f"documents/{document.id.hex[:2]}/{document.id.hex}.pdf"
 
 
@@ -43,6 +43,9 @@ class Document(models.Model):
     page_count = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=DocumentStatus.choices, default=DocumentStatus.UPLOADED)
     error = models.TextField(blank=True, default="")
+    #: Stored thumbnails, size (as a string) -> storage name. Maintenance reads this rather than
+    #: asking the storage about each file (a request per file on S3, over 100,000 documents).
+    thumbnails = models.JSONField(default=dict, blank=True)
     #: The latest OCR job: a second OCR request while it runs answers with it.
     ocr_job = models.ForeignKey(
         "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="ocr_documents"
@@ -59,24 +62,30 @@ class Document(models.Model):
 
     @property
     def path(self) -> Path:
+        """The stored file's path: the file system storage only (the benchmarks); jobs use ``local_copy``."""
         return Path(self.file.path)
 
-    @property
-    def thumbnail_dir(self) -> Path:
-        return Path(settings.MEDIA_ROOT) / "thumbnails" / self.id.hex
-
-    def thumbnail_path(self, size: int) -> Path | None:
-        """The stored thumbnail of that size (any format), or None."""
-        for extension in ("png", "webp"):
-            candidate = self.thumbnail_dir / f"{size}.{extension}"
-            if candidate.exists():
-                return candidate
-        return None
+    def thumbnail_name(self, size: int) -> str | None:
+        """The storage name of the thumbnail of that size (any format), or None."""
+        name = (self.thumbnails or {}).get(str(size))
+        return str(name) if name else None
 
     def thumbnail_sizes(self) -> list[int]:
-        if not self.thumbnail_dir.is_dir():
-            return []
-        return sorted({int(path.stem) for path in self.thumbnail_dir.iterdir() if path.stem.isdigit()})
+        return sorted(int(size) for size in (self.thumbnails or {}) if str(size).isdigit())
+
+    @classmethod
+    def record_thumbnails(cls, document_id: str, stored: dict[int, str]) -> list[str]:
+        """Record newly stored thumbnails; returns the names they replace (to delete from the storage).
+
+        The row is locked while the map is merged: two thumbnail jobs for one
+        document must not drop each other's sizes.
+        """
+        with transaction.atomic():
+            current = cls.objects.select_for_update().filter(id=document_id).values_list("thumbnails", flat=True)
+            before = dict(current.first() or {})
+            after = {**before, **{str(size): name for size, name in stored.items()}}
+            cls.objects.filter(id=document_id).update(thumbnails=after)
+        return [before[key] for key in after if key in before and before[key] != after[key]]
 
     # -- transitions -----------------------------------------------------
     @classmethod

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from documents import pdf
 from documents.job_types import OCR_PAGES
 from documents.models import Document, DocumentPage, DocumentStatus, PageSource, PageStatus
 from documents.outcomes import LOADED, PAGES_END, PAGES_START, STARTED_AT, finish_document_ocr, ocr_progress_data
-from documents.services import load_document
+from documents.services import document_on_disk, load_document
 from jobs.public import (
     AwaitChildren,
     ChildJob,
@@ -34,6 +33,7 @@ from jobs.public import (
     get_queue,
     progress,
     report_parent_progress,
+    scratch_dir,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def start_document_ocr(document_id: str) -> AwaitChildren | dict[str, Any]:
     Document.objects.filter(id=document_id).exclude(status=DocumentStatus.PROCESSING).update(
         status=DocumentStatus.PROCESSING, error=""
     )
-    total = pdf.inspect_pdf(document.path).pages
+    with document_on_disk(document) as path:
+        total = pdf.inspect_pdf(path).pages
     Document.objects.filter(id=document_id).update(page_count=total)
     DocumentPage.objects.bulk_create(
         [DocumentPage(document_id=document.id, number=n) for n in range(1, total + 1)],
@@ -131,21 +132,26 @@ def ocr_page_range(document_id: str, first_page: int, last_page: int) -> dict[st
     )
     todo, finished = len(pending), 0
     outcome = {"pages": todo, "done": 0, "failed": 0}
-    for batch in _batches(pending, settings.OCR_BATCH_PAGES):
-        progress(100 * finished / max(1, todo), f"Pages {batch[0]}-{batch[-1]}")
-        for number, ok in read_page_batch(document, batch):
-            finished += 1
-            outcome["done" if ok else "failed"] += 1
-            data = ocr_progress_data(document_id, total)
-            percent = PAGES_START + (PAGES_END - PAGES_START) * data["pages_processed"] / max(1, total)
-            report_parent_progress(percent, f"Processing page {data['pages_processed']} of {total}", **data)
-            progress(100 * finished / max(1, todo), f"Page {number}", page=number)
+    if not pending:
+        return outcome
+    # One copy of the PDF for the whole range (none with the file system storage).
+    with document_on_disk(document) as path:
+        for batch in _batches(pending, settings.OCR_BATCH_PAGES):
+            progress(100 * finished / max(1, todo), f"Pages {batch[0]}-{batch[-1]}")
+            for number, ok in read_page_batch(document, batch, path):
+                finished += 1
+                outcome["done" if ok else "failed"] += 1
+                data = ocr_progress_data(document_id, total)
+                percent = PAGES_START + (PAGES_END - PAGES_START) * data["pages_processed"] / max(1, total)
+                report_parent_progress(percent, f"Processing page {data['pages_processed']} of {total}", **data)
+                progress(100 * finished / max(1, todo), f"Page {number}", page=number)
     return outcome
 
 
-def read_page_batch(document: Document, numbers: list[int]) -> Iterator[tuple[int, bool]]:
-    """Read a batch of pages: text layer where usable, else render + OCR; yield (page, ok)."""
-    path, dpi = document.path, settings.OCR_DPI
+def read_page_batch(document: Document, numbers: list[int], path: Path) -> Iterator[tuple[int, bool]]:
+    """Read a batch of pages of the PDF at ``path`` (a local copy): text layer where usable, else
+    render + OCR; yield (page, ok)."""
+    dpi = settings.OCR_DPI
     first, last = numbers[0], numbers[-1]
     try:
         layer = pdf.text_layer(path, first, last)
@@ -162,13 +168,12 @@ def read_page_batch(document: Document, numbers: list[int]) -> Iterator[tuple[in
             needs_ocr.append(number)
     if not needs_ocr:
         return
-    refused = _refuse_oversized(document, needs_ocr, dpi)
+    refused = _refuse_oversized(document, path, needs_ocr, dpi)
     for number, error in refused.items():
         _fail_page(document, number, error, attempts=0)
         yield number, False
     needs_ocr = [number for number in needs_ocr if number not in refused]
-    with tempfile.TemporaryDirectory(prefix="conveyor-ocr-") as scratch:
-        out_dir = Path(scratch)
+    with scratch_dir("ocr") as out_dir:
         rendered: dict[int, Path] = {}
         for run_first, run_last in _runs(needs_ocr):
             try:
@@ -177,14 +182,14 @@ def read_page_batch(document: Document, numbers: list[int]) -> Iterator[tuple[in
                 # Render page by page below: one bad page must not sink the batch.
                 logger.info("Batch render of pages %s-%s failed (%s); per page", run_first, run_last, exc)
         for number in needs_ocr:
-            yield number, _ocr_page_with_retries(document, number, rendered.pop(number, None), out_dir)
+            yield number, _ocr_page_with_retries(document, path, number, rendered.pop(number, None), out_dir)
 
 
-def _refuse_oversized(document: Document, numbers: list[int], dpi: int) -> dict[int, str]:
+def _refuse_oversized(document: Document, path: Path, numbers: list[int], dpi: int) -> dict[int, str]:
     first, last = numbers[0], numbers[-1]
     try:
-        sizes = pdf.page_sizes(document.path, first, last)
-        images = pdf.image_sizes(document.path, first, last)
+        sizes = pdf.page_sizes(path, first, last)
+        images = pdf.image_sizes(path, first, last)
     except ChildProcessFailed as exc:
         logger.warning("Could not measure pages %s-%s of %s: %s", first, last, document.id, exc)
         return {}
@@ -197,14 +202,14 @@ def _refuse_oversized(document: Document, numbers: list[int], dpi: int) -> dict[
     return refused
 
 
-def _ocr_page_with_retries(document: Document, number: int, image: Path | None, out_dir: Path) -> bool:
+def _ocr_page_with_retries(document: Document, path: Path, number: int, image: Path | None, out_dir: Path) -> bool:
     """OCR one page, retried on its own; a page that keeps failing is recorded with its error."""
     attempts = settings.OCR_PAGE_ATTEMPTS
     error = ""
     for attempt in range(1, attempts + 1):
         try:
             if image is None or not image.exists():
-                image = pdf.render_pages(document.path, number, number, settings.OCR_DPI, out_dir).get(number)
+                image = pdf.render_pages(path, number, number, settings.OCR_DPI, out_dir).get(number)
                 if image is None:
                     raise ChildProcessFailed(f"pdftoppm produced no image for page {number}")
             text, confidence = ocr_image(image)

@@ -8,10 +8,7 @@ parent's result.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -19,8 +16,9 @@ from PIL import Image
 
 from documents import pdf
 from documents.job_types import THUMBNAILS_DOCUMENT
-from documents.services import load_document
-from jobs.public import AwaitChildren, ChildJob, fan_out, progress
+from documents.models import Document
+from documents.services import document_on_disk, load_document
+from jobs.public import AwaitChildren, ChildJob, fan_out, progress, save_local_file, scratch_dir
 
 
 def fan_out_thumbnails(
@@ -37,35 +35,46 @@ def fan_out_thumbnails(
     return fan_out(children, unit="documents", progress_range=(0, 100))
 
 
+def thumbnail_storage_name(document: Document, size: int, extension: str) -> str:
+    return f"thumbnails/{document.id.hex}/{size}.{extension}"
+
+
 def make_document_thumbnails(
     document_id: str, sizes: Sequence[int], image_format: str = "png", force: bool = False
 ) -> dict[str, Any]:
-    """Render page 1 once at the largest size and downscale it to every size that is missing."""
+    """Render page 1 once at the largest size and downscale it to every size that is missing.
+
+    What is missing is read from the document's row, not asked of the
+    storage. The images are made in the job's scratch directory, stored,
+    and only then recorded on the row (a thumbnail it replaces is deleted
+    after that), so a row never names a file that is not stored.
+    """
     document = load_document(document_id)
     wanted = sorted({int(size) for size in sizes}, reverse=True)
-    missing = [size for size in wanted if force or document.thumbnail_path(size) is None]
+    missing = [size for size in wanted if force or document.thumbnail_name(size) is None]
     if not missing:
         return {"document_id": document_id, "made": [], "skipped": wanted}
-    pdf.inspect_pdf(document.path)
-    # Rendering is bounded by -scale-to; an embedded image is decoded whole, so refuse a bomb first.
-    pdf.check_page_pixels(1, None, pdf.image_sizes(document.path, 1, 1).get(1, []), settings.OCR_DPI)
-    progress(10, "Rendering page 1")
-    target = document.thumbnail_dir
-    target.mkdir(parents=True, exist_ok=True)
     extension = "webp" if image_format == "webp" else "png"
-    with tempfile.TemporaryDirectory(prefix="conveyor-thumb-") as scratch:
-        rendered = pdf.render_first_page(document.path, missing[0], Path(scratch))
+    storage = document.file.storage
+    stored: dict[int, str] = {}
+    with scratch_dir("thumbnails") as scratch, document_on_disk(document) as path:
+        pdf.inspect_pdf(path)
+        # Rendering is bounded by -scale-to; an embedded image is decoded whole, so refuse a bomb first.
+        pdf.check_page_pixels(1, None, pdf.image_sizes(path, 1, 1).get(1, []), settings.OCR_DPI)
+        progress(10, "Rendering page 1")
+        rendered = pdf.render_first_page(path, missing[0], scratch)
         with Image.open(rendered) as page:
             page.load()
             for size in missing:
                 thumbnail = page.copy()
                 thumbnail.thumbnail((size, size), Image.Resampling.LANCZOS)
-                final = target / f"{size}.{extension}"
-                partial = target / f".{size}.{extension}.partial"
-                thumbnail.save(partial, format=extension.upper())
-                os.replace(partial, final)
-                for other in ("png", "webp"):
-                    if other != extension:
-                        (target / f"{size}.{other}").unlink(missing_ok=True)
+                local = scratch / f"{size}.{extension}"
+                thumbnail.save(local, format=extension.upper())
+                # S3 replaces an object in place; the file system storage picks a fresh
+                # name when one is taken, and the old file goes once the row names the new.
+                stored[size] = save_local_file(storage, thumbnail_storage_name(document, size, extension), local)
+    for replaced in Document.record_thumbnails(document_id, stored):
+        if replaced not in stored.values():
+            storage.delete(replaced)
     progress(100, "Thumbnails made")
     return {"document_id": document_id, "made": missing, "skipped": [s for s in wanted if s not in missing]}

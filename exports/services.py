@@ -15,10 +15,11 @@ import logging
 import multiprocessing
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 from django.conf import settings
+from django.core.files.storage import Storage
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
@@ -41,6 +42,8 @@ from jobs.public import (
     last_peak_rss_mb,
     progress,
     run_in_child,
+    save_local_file,
+    scratch_dir,
     sees_everything,
 )
 
@@ -92,9 +95,12 @@ def download_url(export_id: Any) -> str:
 def run_export(export_id: str) -> dict[str, Any]:
     """Write an export in a child process under the memory ceiling; the job's service.
 
-    The child only writes ``<file>.part``; this process renames it once the
-    child succeeded and deletes it otherwise (a killed child leaves one).
-    A thread relays the child's row counts to the job's progress.
+    The child only writes ``<file>.part`` in the job's scratch directory on
+    this host; once the child succeeded, this process stores it (streamed to
+    the configured storage), and only after that upload succeeded does the
+    Export name the file. The scratch directory goes either way (a killed
+    child leaves a ``.part`` there, never in the storage). A thread relays
+    the child's row counts to the job's progress.
     """
     running = current_job()
     job_id = running.job_id if running else None
@@ -103,23 +109,25 @@ def run_export(export_id: str) -> dict[str, Any]:
         raise ExportNotRunnable(f"export {export_id} is {export.status if export else 'gone'}")
     ceiling = settings.EXPORT_MEMORY_CEILING_MB
     relative = f"exports/{uuid.uuid4().hex}.{export.format}"
-    partial = _partial_path(relative)
-    partial.parent.mkdir(parents=True, exist_ok=True)
+    storage = _storage()
     cells = _CHILD_CONTEXT.Array("q", [-1, 0], lock=False)
     relay = ProgressRelay(ExportProgress(job_id, export_id), cells)
     try:
-        with relay:
-            if connection.vendor == "postgresql":
-                spec = export_spec(export, partial)
-                written = run_in_child(write_postgresql_export, spec, cells, rss_limit_mb=ceiling)
-            else:
-                written = run_in_child(write_partial_in_child, export_id, str(partial), cells, rss_limit_mb=ceiling)
-        if written.get("too_many_rows"):
-            raise ExportTooLarge(
-                f"an Excel sheet holds at most {EXCEL_MAX_ROWS - 1:,} rows and this export has "
-                f"{written['total_rows']:,}: export it as CSV or narrow its filters"
-            )
-        partial.replace(_media_path(relative))
+        with scratch_dir("export") as scratch:
+            partial = scratch / f"{PurePosixPath(relative).name}.part"
+            with relay:
+                if connection.vendor == "postgresql":
+                    spec = export_spec(export, partial)
+                    written = run_in_child(write_postgresql_export, spec, cells, rss_limit_mb=ceiling)
+                else:
+                    written = run_in_child(write_partial_in_child, export_id, str(partial), cells, rss_limit_mb=ceiling)
+            if written.get("too_many_rows"):
+                raise ExportTooLarge(
+                    f"an Excel sheet holds at most {EXCEL_MAX_ROWS - 1:,} rows and this export has "
+                    f"{written['total_rows']:,}: export it as CSV or narrow its filters"
+                )
+            size = partial.stat().st_size
+            stored = save_local_file(storage, relative, partial)
     except ExportTooLarge as exc:
         Export.mark_failed(export_id, str(exc))
         raise
@@ -133,18 +141,19 @@ def run_export(export_id: str) -> dict[str, Any]:
     except Exception as exc:
         _attempt_failed(export_id, job_id, exc)
         raise
-    finally:
-        partial.unlink(missing_ok=True)
     peak = round(last_peak_rss_mb(), 1)
-    size = _media_path(relative).stat().st_size
-    Export.mark_completed(
+    completed = Export.mark_completed(
         export_id,
-        file=relative,
+        file=stored,
         row_count=written["rows"],
         total_rows=written["total_rows"],
         size_bytes=size,
         peak_memory_mb=peak,
     )
+    if not completed:
+        # Settled meanwhile (cancelled): no row will ever name this file.
+        logger.warning("Export %s was settled while it ran; its file %s is deleted", export_id, stored)
+        storage.delete(stored)
     url = download_url(export_id)
     progress(
         100,
@@ -179,29 +188,27 @@ def _attempt_failed(export_id: str, job_id: str | None, exc: Exception) -> None:
         Export.mark_pending(export_id, error)
 
 
-def _media_path(relative: str) -> Path:
-    return Path(settings.MEDIA_ROOT) / relative
-
-
-def _partial_path(relative: str) -> Path:
-    return _media_path(relative + ".part")
+def _storage() -> Storage:
+    """Where export files are kept: the storage of ``Export.file`` (the configured default)."""
+    return Export._meta.get_field("file").storage  # type: ignore[attr-defined,no-any-return]
 
 
 # -- writing the file in this process (a shell, a test) ------------------------------------
 def write_export(export_id: str, relative_path: str, *, job_id: str | None = None) -> dict[str, Any]:
-    """Write an export's file at ``MEDIA_ROOT/relative_path`` in this process (a shell, a test)."""
-    partial = _partial_path(relative_path)
-    partial.parent.mkdir(parents=True, exist_ok=True)
+    """Write an export's file in this process (a shell, a test) and store it as ``relative_path``.
+
+    Returns the counts, ``size_bytes`` and the ``name`` the storage kept it under.
+    """
     reporter = ExportProgress(job_id, export_id)
-    try:
+    with scratch_dir("export") as scratch:
+        partial = scratch / f"{PurePosixPath(relative_path).name}.part"
         written = write_partial(export_id, partial, reporter.update)
         if written.get("too_many_rows"):
             raise ExportTooLarge(f"an Excel sheet holds at most {EXCEL_MAX_ROWS - 1:,} rows")
         reporter.update(written["total_rows"], written["rows"], force=True)
-        partial.replace(_media_path(relative_path))
-    finally:
-        partial.unlink(missing_ok=True)
-    return {**written, "size_bytes": _media_path(relative_path).stat().st_size}
+        size = partial.stat().st_size
+        name = save_local_file(_storage(), relative_path, partial)
+    return {**written, "size_bytes": size, "name": name}
 
 
 # -- housekeeping and analytics -----------------------------------------------------------

@@ -15,11 +15,12 @@ class DocumentPageSerializer(serializers.ModelSerializer):  # type: ignore[type-
 
 
 class DocumentSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    """A document as the API shows it: no stored path, thumbnail URLs by size."""
+    """A document as the API shows it: no stored path or storage name, thumbnail URLs by size."""
 
     owner = serializers.CharField(source="owner.username", read_only=True)
     thumbnails = serializers.SerializerMethodField()
     text_url = serializers.SerializerMethodField()
+    file_url = serializers.SerializerMethodField()
     ocr_job = serializers.UUIDField(source="ocr_job_id", read_only=True, allow_null=True)
 
     class Meta:
@@ -36,6 +37,7 @@ class DocumentSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "ocr_job",
             "thumbnails",
             "text_url",
+            "file_url",
             "created_at",
             "updated_at",
         ]
@@ -50,6 +52,9 @@ class DocumentSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
 
     def get_text_url(self, document: Document) -> str:
         return self._url("document-text", document.id)
+
+    def get_file_url(self, document: Document) -> str:
+        return self._url("document-file", document.id)
 
 
 class DocumentDetailSerializer(DocumentSerializer):

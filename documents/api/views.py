@@ -1,4 +1,4 @@
-"""The documents API: upload, list, detail, text, thumbnails. Owner or staff; others get 404."""
+"""The documents API: upload, list, detail, text, thumbnails, the file. Owner or staff; others get 404."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
@@ -18,6 +18,7 @@ from documents import services
 from documents.api.serializers import DocumentDetailSerializer, DocumentSerializer, DocumentUploadSerializer
 from documents.exceptions import DocumentError, FileTooLarge
 from documents.models import Document, DocumentStatus
+from jobs.public import stored_file_response
 
 # Multipart framing around the file: allowed on top of the size limit before parsing.
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -87,13 +88,45 @@ class DocumentTextView(VisibleDocumentView):
 
 
 class DocumentThumbnailView(VisibleDocumentView):
-    """``GET /api/documents/<id>/thumbnails/<size>``: the image."""
+    """``GET /api/documents/<id>/thumbnails/<size>``: the image, streamed from the storage."""
 
-    @extend_schema(responses={(200, "image/png"): bytes})
-    def get(self, request: Request, pk: str, size: int) -> FileResponse:
+    @extend_schema(responses={(200, "image/png"): bytes, (200, "image/webp"): bytes})
+    def get(self, request: Request, pk: str, size: int) -> StreamingHttpResponse:
         document = self.get_object()
-        path = document.thumbnail_path(size)
-        if path is None:
+        name = document.thumbnail_name(size)
+        if name is None:
             raise NotFound(f"no {size} px thumbnail for this document")
-        content_type = "image/webp" if path.suffix == ".webp" else "image/png"
-        return FileResponse(open(path, "rb"), content_type=content_type)  # noqa: SIM115 - closed by Django
+        extension = "webp" if name.endswith(".webp") else "png"
+        try:
+            return stored_file_response(
+                request,
+                document.file.storage,
+                name,
+                content_type=f"image/{extension}",
+                filename=f"{size}.{extension}",
+                as_attachment=False,
+            )
+        except FileNotFoundError:
+            raise NotFound(f"the {size} px thumbnail of this document is missing from the storage") from None
+
+
+class DocumentFileView(VisibleDocumentView):
+    """``GET /api/documents/<id>/file``: the uploaded PDF, streamed from the storage."""
+
+    @extend_schema(responses={(200, "application/pdf"): bytes})
+    def get(self, request: Request, pk: str) -> StreamingHttpResponse:
+        document = self.get_object()
+        missing = NotFound("the stored file of this document is missing")
+        if not document.file:
+            raise missing
+        try:
+            return stored_file_response(
+                request,
+                document.file.storage,
+                document.file.name,
+                content_type="application/pdf",
+                filename=document.original_name,
+                as_attachment=True,
+            )
+        except FileNotFoundError:
+            raise missing from None

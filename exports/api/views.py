@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from django.conf import settings
 from django.db.models import QuerySet
-from django.http import FileResponse
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
@@ -15,7 +12,7 @@ from rest_framework.response import Response
 
 from exports.api.serializers import ExportSerializer
 from exports.models import Export, ExportStatus
-from jobs.public import visible_to
+from jobs.public import stored_file_response, visible_to
 
 
 def visible_exports(request: Request) -> QuerySet[Export]:
@@ -42,7 +39,7 @@ class ExportDetailView(generics.RetrieveAPIView):  # type: ignore[type-arg]
 
 
 class ExportDownloadView(generics.GenericAPIView):  # type: ignore[type-arg]
-    """``GET /api/exports/<id>/download``: the file, streamed."""
+    """``GET /api/exports/<id>/download``: the file, streamed from the storage (owner or staff)."""
 
     serializer_class = ExportSerializer
 
@@ -50,19 +47,24 @@ class ExportDownloadView(generics.GenericAPIView):  # type: ignore[type-arg]
         return visible_exports(self.request)
 
     @extend_schema(responses={200: OpenApiTypes.BINARY, 409: OpenApiTypes.OBJECT, 410: OpenApiTypes.OBJECT})
-    def get(self, request: Request, pk: str) -> FileResponse | Response:
+    def get(self, request: Request, pk: str) -> StreamingHttpResponse | Response:
         export = self.get_object()
         if export.status == ExportStatus.EXPIRED:
             return Response({"detail": "this export has expired; start a new one"}, status=status.HTTP_410_GONE)
-        path = Path(settings.MEDIA_ROOT) / export.file.name if export.file else None
-        if export.status != ExportStatus.COMPLETED or path is None or not path.is_file():
-            return Response(
-                {"detail": f"the export is {export.status}; its file is not ready"},
-                status=status.HTTP_409_CONFLICT,
-            )
-        return FileResponse(
-            path.open("rb"),
-            as_attachment=True,
-            filename=export.download_name,
-            content_type=export.content_type,
+        not_ready = Response(
+            {"detail": f"the export is {export.status}; its file is not ready"},
+            status=status.HTTP_409_CONFLICT,
         )
+        if export.status != ExportStatus.COMPLETED or not export.file:
+            return not_ready
+        try:
+            return stored_file_response(
+                request,
+                export.file.storage,
+                export.file.name,
+                content_type=export.content_type,
+                filename=export.download_name,
+                as_attachment=True,
+            )
+        except FileNotFoundError:
+            return not_ready

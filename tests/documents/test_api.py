@@ -7,6 +7,8 @@ import io
 from pathlib import Path
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
@@ -120,8 +122,10 @@ def test_detail_lists_thumbnail_urls_and_serves_the_image(user_api, user, docume
     from PIL import Image
 
     document = document_for(user, pdfs.text_pdf_bytes(["a"]))
-    document.thumbnail_dir.mkdir(parents=True)
-    Image.new("RGB", (10, 12), "white").save(document.thumbnail_dir / "150.png")
+    image = io.BytesIO()
+    Image.new("RGB", (10, 12), "white").save(image, format="PNG")
+    name = default_storage.save(f"thumbnails/{document.id.hex}/150.png", ContentFile(image.getvalue()))
+    Document.record_thumbnails(str(document.id), {150: name})
     detail = user_api.get(f"/api/documents/{document.id}").json()
     assert list(detail["thumbnails"]) == ["150"]
     response = user_api.get(f"/api/documents/{document.id}/thumbnails/150")

@@ -208,6 +208,7 @@ def test_thumbnails_job_counts_documents_and_keeps_a_broken_one_to_itself(pools,
     assert "cannot be read" in job.result["errors"][str(broken.id)]
     assert Job.objects.get(parent=job, arguments__document_id=str(broken.id)).attempts == 1
     for document in good:
+        document.refresh_from_db()  # (thumbnails are recorded on the row)
         assert document.thumbnail_sizes() == [150, 300]
 
 

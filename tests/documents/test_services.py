@@ -6,6 +6,7 @@ import re
 from collections import Counter
 
 import pytest
+from django.core.files.storage import default_storage
 from PIL import Image
 
 from documents import ocr, outcomes, thumbnails
@@ -211,7 +212,8 @@ def test_thumbnails_render_every_size_and_skip_those_that_exist(user, document_f
     document = document_for(user, pdfs.text_pdf_bytes(["a page"]))
     result = thumbnails.make_document_thumbnails(str(document.id), [150, 300, 600])
     assert result["made"] == [600, 300, 150]
-    assert [max(Image.open(document.thumbnail_path(size)).size) for size in (150, 300, 600)] == [
+    document.refresh_from_db()
+    assert [max(Image.open(default_storage.open(document.thumbnail_name(size))).size) for size in (150, 300, 600)] == [
         150,
         300,
         600,
@@ -223,7 +225,10 @@ def test_thumbnails_render_every_size_and_skip_those_that_exist(user, document_f
     assert thumbnails.make_document_thumbnails(str(document.id), [150, 1000])["made"] == [1000]
     assert thumbnails.make_document_thumbnails(str(document.id), [150], "webp", force=True)["made"] == [150]
     assert renders == [1000, 150]
-    assert document.thumbnail_path(150).suffix == ".webp"
+    document.refresh_from_db()
+    assert document.thumbnail_name(150) == f"thumbnails/{document.id.hex}/150.webp"
+    # The PNG it replaced is deleted from the storage once the row names the WebP.
+    assert not default_storage.exists(f"thumbnails/{document.id.hex}/150.png")
 
 
 def test_thumbnails_of_a_broken_document_fail_permanently(user, document_for):
