@@ -6,20 +6,54 @@ Every engine timing that tests need short is a setting here.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_header, env_int, env_list, env_str
+from config.file_storage import default_file_storage
+from config.modes import PRODUCTION, development_secret_key, read_mode, refuse_unsafe_production
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CONVEYOR_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-key-change-me-in-production")
+# --- Mode (config/modes.py): development (the default) or production ------
+# Production refuses unsafe settings at the end of this file, once every
+# section has read its variables.
+CONVEYOR_ENV = read_mode()
+_PRODUCTION = CONVEYOR_ENV == PRODUCTION
+# Development without SECRET_KEY: a key generated once and kept in VAR_DIR (mode 0600).
+SECRET_KEY = env_str("SECRET_KEY", "") or ("" if _PRODUCTION else development_secret_key(VAR_DIR))
 DEBUG = env_bool("DEBUG", False)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if _PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
+# Origins (scheme and host) a form may be posted from besides this host, e.g. https://conveyor.example.com.
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# HTTPS: on by default in production, where a TLS proxy is in front; off in
+# development, which is plain http://localhost.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _PRODUCTION)
+# Probes and Prometheus reach these over plain HTTP from inside the network.
+# (Django matches the path without its leading slash.)
+SECURE_REDIRECT_EXEMPT = [r"^workers/health$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if _PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", _PRODUCTION)
+# Preload puts the domain into browsers' built-in lists, which takes months to
+# undo: an operator opts in knowingly (SECURE_HSTS_PRELOAD=true).
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", _PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", _PRODUCTION)
+# Unset by default in both modes: uvicorn already takes the scheme from
+# X-Forwarded-Proto, but only from FORWARDED_ALLOW_IPS (jobs/ops/supervisor.py).
+# This setting would make Django believe the header from any client that
+# reaches uvicorn directly; set it (X-Forwarded-Proto=https) only when the
+# proxy is the sole way in and the server runs without --proxy-headers.
+SECURE_PROXY_SSL_HEADER = env_header("SECURE_PROXY_SSL_HEADER")
+SILENCED_SYSTEM_CHECKS = [
+    # security.W021: HSTS preload is off on purpose (see SECURE_HSTS_PRELOAD).
+    "security.W021",
+]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -31,6 +65,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files of this host
     "django_dramatiq",
     "django_apscheduler",
     "jobs",
@@ -92,7 +127,8 @@ elif _default_db["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_P
     _default_db.setdefault("OPTIONS", {})["prepare_threshold"] = 5
 DATABASES = {"default": _default_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# Connections each process may hold; the run command prints the total.
+# Connections the processes of every host together may hold (keep it within
+# PostgreSQL's max_connections); each host's runconveyor prints its own share.
 DB_CONNECTION_BUDGET = env_int("DB_CONNECTION_BUDGET", 80)
 
 # --- Redis and Dramatiq -----------------------------------------------------
@@ -168,10 +204,26 @@ DRAMATIQ_TASKS_DATABASE = "default"
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 
 # --- Files ----------------------------------------------------------------
+# Uploaded documents, thumbnails and exports go through Django's "default" storage: the
+# local file system under MEDIA_ROOT, or S3-compatible object storage that every host
+# shares when AWS_STORAGE_BUCKET_NAME is set (AWS_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY, AWS_S3_REGION_NAME: django-storages' own names; config/file_storage.py).
+FILE_STORAGE = default_file_storage(os.environ)
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "static"
+# Where `collectstatic` writes and the web server reads (config/static_files.py serves it).
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+# Browser cache of static files without a hash in their name; hashed names are cached for ten years.
+STATIC_MAX_AGE = env_int("STATIC_MAX_AGE", 60)
+# Static files: collectstatic gives each file a content-hashed name, a gzip twin (and a
+# Brotli one when the brotli package is installed) and a manifest; {% static %} links the
+# hashed names. It fails without a manifest, so collectstatic runs before the web server
+# (`make run`, the image); the test settings use plain storage.
+STORAGES = {
+    "default": FILE_STORAGE,
+    "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # --- API ------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -190,6 +242,18 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Background jobs for documents, campaigns and exports.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Two models have a `status` field: named enums instead of hashed names
+    # (Status88aEnum), and no drf_spectacular.W001 in `check --deploy --fail-level WARNING`.
+    "ENUM_NAME_OVERRIDES": {
+        "DocumentStatusEnum": "documents.models.DocumentStatus",
+        "JobStatusEnum": "jobs.public.JobStatus",
+    },
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files: no CDN, works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No badge fetched from swagger.io's online validator: nothing leaves the host.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # --- Email (Django's own names) ------------------------------------------
@@ -344,3 +408,14 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- Production refusals (last: they read settings from every section) -----
+if _PRODUCTION:
+    refuse_unsafe_production(
+        secret_key=SECRET_KEY,
+        allowed_hosts=ALLOWED_HOSTS,
+        database_url=env_str("DATABASE_URL", ""),
+        database_engine=DATABASES["default"]["ENGINE"],
+        metrics_token=METRICS_TOKEN,
+        debug=DEBUG,
+    )

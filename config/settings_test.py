@@ -28,9 +28,12 @@ for _name, _value in _TEST_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 
 from config.settings import *  # noqa: E402,F403
-from config.settings import INSTALLED_APPS  # noqa: E402
+from config.settings import INSTALLED_APPS, STORAGES  # noqa: E402
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+# Manifest storage refuses to render {% static %} without a collectstatic run; tests render
+# templates without one. tests/browser/test_static_files.py checks the production storage.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # The test database as a file next to the configured one: the worker
     # processes that tests start open it by name (an in-memory test database,

@@ -12,6 +12,10 @@ module (``lint-imports`` enforces it). Through it they:
 * **report progress** from inside a run (``progress``, the fan-out helpers,
   ``write_progress`` from another thread of the run) and run stoppable work
   in child processes (``run_command``, ``run_in_child``);
+* **keep files** in the configured storage, never a host's path: copy one
+  to a scratch directory for a tool (``local_copy``, ``scratch_dir``), store
+  what a job made (``save_local_file``), stream one to a client after the
+  owner-or-staff check (``stored_file_response``);
 * **hear outcomes** through their type's hooks (``on_finished``,
   ``on_failed``, ``on_cancelled``, ``on_cancel_requested``,
   ``on_children_done``), with a ``JobOutcome`` of plain values; hooks run
@@ -27,6 +31,7 @@ from jobs.core.access import may_see, sees_everything, visible_to
 from jobs.core.context import current_job
 from jobs.core.enums import ACTIVE_STATUSES, TERMINAL_STATUSES, JobPriority, JobStatus, StopReason
 from jobs.core.exceptions import JobCancelled, JobTimedOut, PermanentJobError, Reschedule, TransientJobError
+from jobs.core.files import local_copy, open_stream, save_local_file, scratch_dir, stored_size
 from jobs.core.queues import get_queue
 from jobs.dispatch.outcomes import ChildrenSummary, FailedChild, JobOutcome
 from jobs.dispatch.registry import JobPlan, JobType, default_plan, get_job_type, register_job_type
@@ -51,6 +56,7 @@ from jobs.ops.datasets.spec import (
 from jobs.ops.reports import register_report_column
 from jobs.ops.scheduling import register_cleanup
 from jobs.web.admin.badges import Tone, status_badge
+from jobs.web.downloads import stored_file_response
 from jobs.worker.actors import job_actor
 from jobs.worker.fanout import AwaitChildren, ChildJob, fan_out, report_parent_progress, set_parent_progress
 from jobs.worker.isolation import (
@@ -111,7 +117,9 @@ __all__ = [
     "is_unfinished",
     "job_actor",
     "last_peak_rss_mb",
+    "local_copy",
     "may_see",
+    "open_stream",
     "preload_in_children",
     "progress",
     "recent_results",
@@ -124,11 +132,15 @@ __all__ = [
     "report_parent_progress",
     "run_command",
     "run_in_child",
+    "save_local_file",
+    "scratch_dir",
     "sees_everything",
     "set_parent_progress",
     "slow_jobs_rule",
     "start_job",
     "status_badge",
+    "stored_file_response",
+    "stored_size",
     "timed_out_rule",
     "visible_to",
     "write_progress_of",

@@ -9,6 +9,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+from tests.s3_server import S3Bucket, S3Server
 from tests.web_server import WebServer
 from tests.webhooks import WebhookReceiver
 from tests.workers import WorkerPool
@@ -51,6 +52,28 @@ def web_server(clean_redis: None, transactional_db: None) -> Iterator[WebServer]
     server = WebServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server (moto_server) on a free port, shared by the session's S3 tests."""
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, settings: Any) -> Iterator[S3Bucket]:
+    """A new bucket on the S3 server; this process's default storage points at it during the test.
+
+    ``env`` is what worker pools and web servers need to use it (pass it as their env).
+    """
+    from config.file_storage import default_file_storage
+
+    name = s3_server.create_bucket()
+    env = s3_server.env(name)
+    settings.STORAGES = {**settings.STORAGES, "default": default_file_storage(env)}
+    yield S3Bucket(name=name, env=env, server=s3_server)
 
 
 @pytest.fixture

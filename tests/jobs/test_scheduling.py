@@ -302,7 +302,7 @@ def test_cleanup_runs_every_registered_hook(db):
 
 def test_thumbnail_maintenance_starts_a_thumbnails_job_for_documents_missing_a_size(db, settings, tmp_path):
     from documents.maintenance import regenerate_missing_thumbnails
-    from documents.models import DocumentStatus
+    from documents.models import Document, DocumentStatus
     from tests.factories import DocumentFactory
 
     # Given one ready document with every thumbnail size, one missing a size, and one not ready
@@ -312,9 +312,10 @@ def test_thumbnail_maintenance_starts_a_thumbnails_job_for_documents_missing_a_s
     partial = DocumentFactory(status=DocumentStatus.READY)
     DocumentFactory(status=DocumentStatus.PROCESSING)
     for document, sizes in ((complete, [150, 300]), (partial, [150])):
-        document.thumbnail_dir.mkdir(parents=True)
-        for size in sizes:
-            (document.thumbnail_dir / f"{size}.png").write_bytes(b"png")
+        # Presence is read from the row (Document.thumbnails), never asked of the storage.
+        Document.record_thumbnails(
+            str(document.id), {size: f"thumbnails/{document.id.hex}/{size}.png" for size in sizes}
+        )
     # When the maintenance runs
     result = regenerate_missing_thumbnails()
     # Then one thumbnails job renders the document that misses a size

@@ -18,13 +18,15 @@ import dramatiq
 import pytest
 from django.conf import settings
 from django.contrib import admin
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.test import Client, RequestFactory
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 from campaigns.models import Audience, Campaign, Delivery
-from documents.models import DocumentStatus, PageStatus
+from documents.models import Document, DocumentStatus, PageStatus
 from exports.models import Export, ExportStatus
 from jobs.dispatch.registry import job_types
 from tests.documents.pdfs import text_pdf_bytes
@@ -47,6 +49,7 @@ API_EXPECTATIONS: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/api/documents"): {"anonymous": 401, "user_a": 201, "user_b": 201, "staff": 201},
     ("GET", "/api/documents/{id}"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
     ("GET", "/api/documents/{id}/text"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
+    ("GET", "/api/documents/{id}/file"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
     ("GET", "/api/documents/{id}/thumbnails/{size}"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
     ("GET", "/api/exports"): {"anonymous": 401, "user_a": 200, "user_b": 200, "staff": 200},
     ("GET", "/api/exports/{id}"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
@@ -76,7 +79,7 @@ JOB_TYPE_EXPECTATIONS: dict[str, dict[str, int]] = {
 TEST_ONLY_JOB_TYPES = {"test-sleep-subprocess", "test-sleep-child-c", "test-record-run", "test-fanout"}
 
 # API routes outside the schema: public by design.
-PUBLIC_API_ROUTES = {"/api/schema/": 200, "/api/docs/": 200}
+PUBLIC_API_ROUTES = {"/api/schema/": 200, "/api/docs/": 200, "/api/redoc/": 200}
 
 SECRET_MARKERS = ("password", "secret", "token", "://")
 
@@ -100,8 +103,8 @@ def _ready_rows(world: World) -> None:
     a.document.status = DocumentStatus.READY
     a.document.save(update_fields=["status"])
     a.document.pages.create(number=1, status=PageStatus.DONE, text="hello")
-    a.document.thumbnail_dir.mkdir(parents=True)
-    (a.document.thumbnail_dir / "64.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    thumbnail = default_storage.save(f"thumbnails/{a.document.id.hex}/64.png", ContentFile(b"\x89PNG\r\n\x1a\n"))
+    Document.record_thumbnails(str(a.document.id), {64: thumbnail})
     path = settings.MEDIA_ROOT / "exports" / f"{a.export.id}.csv"
     path.parent.mkdir(parents=True)
     path.write_text("id\n1\n")
