@@ -24,6 +24,9 @@ from tests.workers import ROOT
 
 # Every variable these tests set: the test process's own values must not leak into a start.
 MODE_VARIABLES = (
+    # Set in this process by the browser tests' fixture (Playwright's sync API);
+    # a deployment never has it, and check --deploy refuses it (async.E001).
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
     "CONVEYOR_ENV",
     "CONVEYOR_VAR_DIR",
     "SECRET_KEY",

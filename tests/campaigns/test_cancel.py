@@ -57,7 +57,7 @@ def test_cancelling_a_sending_campaigns_job_stops_its_batches(pools, smtp, smtp_
     wait_status(parent, JobStatus.CANCELLED, timeout=30)
     wait_for(
         lambda: not Job.objects.filter(parent=parent, status__in=(JobStatus.ACTIVE, JobStatus.QUEUED)).exists(),
-        timeout=30,
+        timeout=60,
         what="the batches to stop",
     )
     children = set(Job.objects.filter(parent=parent).values_list("status", flat=True))
@@ -104,7 +104,7 @@ def test_retrying_a_cancelled_campaigns_job_resumes_the_campaign(pools, smtp, sm
     wait_status(parent, JobStatus.CANCELLED, timeout=30)
     wait_for(
         lambda: not Job.objects.filter(parent=parent, status__in=(JobStatus.ACTIVE, JobStatus.QUEUED)).exists(),
-        timeout=30,
+        timeout=60,
         what="the batches to stop",
     )
     # When staff retry its job

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import AsyncRequestFactory, RequestFactory
@@ -68,7 +69,10 @@ def _collect(response) -> list[bytes]:
     async def collect() -> list[bytes]:
         return [chunk async for chunk in response.streaming_content]
 
-    return async_to_sync(collect)()
+    # In a thread of its own, as a server's event loop would: an earlier test
+    # (Playwright, Channels) may have left an event loop set in this thread.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, collect()).result()
 
 
 def test_a_download_under_asgi_streams_chunks_from_an_asynchronous_iterator(backend):
