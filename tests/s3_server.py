@@ -9,7 +9,6 @@ the variable names the settings read (``config/file_storage.py``).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.web_server import _accepts, free_port
-from tests.workers import ROOT, wait_for
+from tests.workers import ROOT, terminate, wait_for
 
 ACCESS_KEY = "conveyor-test"
 SECRET_KEY = "conveyor-test-secret"
@@ -94,15 +93,8 @@ class S3Server:
         }
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, timeout=10)
         self.proc = None
 
     def log(self) -> str:

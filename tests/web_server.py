@@ -8,7 +8,6 @@ the test's Redis namespace (so its channel layer only meets this test's workers)
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from bench.processes import start_logged
 from jobs.ops.supervisor import web_spec
-from tests.workers import ROOT, database_url, wait_for
+from tests.workers import ROOT, database_url, terminate, wait_for
 
 
 def session_cookie(user: Any) -> str:
@@ -83,15 +82,8 @@ class WebServer:
         return True
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, timeout=15)
         self.proc = None
 
     def log(self) -> str:
