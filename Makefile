@@ -27,6 +27,6 @@ fmt:
 typecheck:
 	.venv/bin/mypy .
 
-# Re-resolve requirements.lock after changing pyproject.toml.
+# Re-resolve requirements.lock and requirements-dev.lock (with hashes) after changing pyproject.toml.
 lock:
 	bash scripts/lock.sh

@@ -4,10 +4,12 @@
 #   bash scripts/bootstrap.sh run    # Debian packages, .venv, Redis
 #   bash scripts/bootstrap.sh test   # the same, plus PostgreSQL
 #
+# `run` installs requirements.lock into .venv, `test` requirements-dev.lock
+# too; both with --require-hashes (every file checked against the lock).
 # Idempotent and fast when everything is in place: Debian packages are
-# checked with dpkg, the virtualenv is reinstalled only when
-# requirements.lock changes (its hash is kept in .venv/.lock-hash), and a
-# service is started only when it does not answer.
+# checked with dpkg, the virtualenv is reinstalled only when a lock it needs
+# changes (the hashes of the locks installed are kept in .venv/.lock-hash),
+# and a service is started only when it does not answer.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +18,7 @@ cd "$ROOT"
 VENV="$ROOT/.venv"
 VAR="$ROOT/var"
 LOCK="$ROOT/requirements.lock"
+DEV_LOCK="$ROOT/requirements-dev.lock"
 STAMP="$VENV/.lock-hash"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 # `make run` uses PostgreSQL only when DATABASE_URL says so (the settings'
@@ -81,7 +84,22 @@ find_python() {
     return 1
 }
 
+# What .venv/.lock-hash says when these lock files are installed: one "name:sha256" per file.
+lock_stamp() {
+    local lock
+    for lock in "$@"; do
+        printf '%s:%s\n' "$(basename "$lock")" "$(sha256sum "$lock" | cut -d' ' -f1)"
+    done
+}
+
+# Create .venv if needed and install the named lock files (requirements.lock,
+# plus requirements-dev.lock for tests) unless they are installed already.
+# The development set includes the runtime one: after `test`, `run` installs nothing.
 ensure_venv() {
+    local locks=("$@") lock
+    for lock in "${locks[@]}"; do
+        [ -f "$lock" ] || die "$(basename "$lock") not found (scripts/lock.sh writes it)"
+    done
     if [ ! -x "$VENV/bin/python" ]; then
         local python
         python="$(find_python)" || die "Python 3.11 not found (tried python3.11, python3)"
@@ -94,14 +112,22 @@ ensure_venv() {
         fi
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
     fi
-    local want have=""
-    want="$(sha256sum "$LOCK" | cut -d' ' -f1)"
+    local want have="" runtime_and_dev=""
+    want="$(lock_stamp "${locks[@]}")"
+    [ -f "$DEV_LOCK" ] && runtime_and_dev="$(lock_stamp "$LOCK" "$DEV_LOCK")"
     [ -f "$STAMP" ] && have="$(cat "$STAMP")"
-    if [ "$want" != "$have" ]; then
-        log "installing requirements.lock into .venv"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$LOCK"
-        echo "$want" >"$STAMP"
+    if [ -n "$have" ] && { [ "$have" = "$want" ] || [ "$have" = "$runtime_and_dev" ]; }; then
+        return 0
     fi
+    local args=() names=()
+    for lock in "${locks[@]}"; do
+        args+=(-r "$lock")
+        names+=("$(basename "$lock")")
+    done
+    log "installing ${names[*]} into .venv"
+    rm -f "$STAMP"  # a failed install must not look installed
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes "${args[@]}"
+    echo "$want" >"$STAMP"
 }
 
 # --- Services -----------------------------------------------------------------
@@ -200,7 +226,7 @@ target="${1:-run}"
 case "$target" in
     run)
         ensure_debs redis-server tesseract-ocr tesseract-ocr-eng poppler-utils
-        ensure_venv
+        ensure_venv "$LOCK"
         mkdir -p "$VAR"
         ensure_redis
         if [ -n "$DATABASE_URL_GIVEN" ]; then
@@ -213,7 +239,7 @@ case "$target" in
         if uses_postgres && ! postgres_installed && ! pg_ready; then
             ensure_debs postgresql
         fi
-        ensure_venv
+        ensure_venv "$LOCK" "$DEV_LOCK"
         mkdir -p "$VAR"
         ensure_redis
         ensure_postgres
