@@ -263,9 +263,9 @@ def _run_campaign(user_ids: list[int], timeout: float) -> tuple[float, int]:
     template, _ = EmailTemplate.objects.get_or_create(
         name="bench",
         defaults={
-            "subject": "Hello {{ user.username }}",
-            "body_text": "Dear {{ user.username }}, news from {{ campaign.name }}.",
-            "body_html": "<p>Dear {{ user.username }}</p>",
+            "subject": "Hello {{ recipient.username }}",
+            "body_text": "Dear {{ recipient.username }}, news from {{ campaign.name }}.",
+            "body_html": "<p>Dear {{ recipient.username }}</p>",
         },
     )
     staff, _ = get_user_model().objects.get_or_create(username="bench-staff", defaults={"is_staff": True})

@@ -108,7 +108,7 @@ def prepare(staff: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     template, _ = EmailTemplate.objects.get_or_create(
         name="bench-isolation",
-        defaults={"subject": "Hello {{ user.username }}", "body_text": "Dear {{ user.username }}, news."},
+        defaults={"subject": "Hello {{ recipient.username }}", "body_text": "Dear {{ recipient.username }}, news."},
     )
     small = pdfs.text_pdf(WORK / "thumbnail.pdf", ["a page to draw"])
     seed_rows(staff.pk, args.rows, SEEDED_JOB_TYPE)

@@ -27,6 +27,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from campaigns.models import Delivery, DeliveryStatus
+from campaigns.template_context import recipient_fields
 
 try:
     import psycopg as _psycopg
@@ -220,17 +221,32 @@ class Recipient:
     pk: int
     email: str
     attempts: int
+    #: The delivery's own stored context (``Delivery.context``), plain data.
     context: dict[str, Any]
-    user: Any
+    #: The user's display fields (``template_context.recipient_fields``).
+    fields: dict[str, str]
+
+
+def _display_fields(user_ids: set[int]) -> dict[int, tuple[str, str, str]]:
+    """Per user id: first name, last name and username, read as plain values (no model instance)."""
+    user_model = get_user_model()
+    names = {field.name for field in user_model._meta.get_fields()}
+    username = user_model.USERNAME_FIELD
+    columns = [column for column in ("first_name", "last_name") if column in names] + [username]
+    fields: dict[int, tuple[str, str, str]] = {}
+    for pk, *values in user_model._default_manager.filter(pk__in=user_ids).values_list("pk", *columns):
+        row = dict(zip(columns, values, strict=True))
+        fields[pk] = (str(row.get("first_name") or ""), str(row.get("last_name") or ""), str(row[username] or ""))
+    return fields
 
 
 def pending_recipients(delivery_ids: list[int], token: str) -> tuple[list[Recipient], int]:
-    """The batch's rows to send in id order, each with its user (a full model instance for the template).
+    """The batch's rows to send in id order, each with its user's display fields.
 
     Those are the ``pending`` rows, and the rows this same job left
     ``sending`` when it died (a redelivery: they are made ``pending`` again,
     and their number is returned). One query in the usual case, where there
-    are none of the latter.
+    are none of the latter, and one for the users' names.
     """
     rows = list(
         Delivery.objects.filter(
@@ -246,11 +262,13 @@ def pending_recipients(delivery_ids: list[int], token: str) -> tuple[list[Recipi
         reclaimed = Delivery.objects.filter(id__in=interrupted, status=DeliveryStatus.SENDING, claimed_by=token).update(
             status=DeliveryStatus.PENDING, claimed_by="", updated_at=timezone.now()
         )
-    users = get_user_model()._default_manager.in_bulk({row[4] for row in rows})
+    users = _display_fields({row[4] for row in rows})
     # A user deleted meanwhile takes its delivery with it (cascade): such a row is skipped.
-    recipients = [
-        Recipient(pk, email, attempts, context or {}, users[user_id])
-        for pk, email, attempts, context, user_id, _ in rows
-        if user_id in users
-    ]
+    recipients = []
+    for pk, email, attempts, context, user_id, _ in rows:
+        if user_id not in users:
+            continue
+        first, last, username = users[user_id]
+        fields = recipient_fields(first_name=first, last_name=last, email=email, username=username)
+        recipients.append(Recipient(pk, email, attempts, context or {}, fields))
     return recipients, reclaimed

@@ -24,13 +24,15 @@ from jobs.public import activity_sources, recently_active_users
 logger = logging.getLogger(__name__)
 
 DIGEST_TEMPLATE_NAME = "Daily digest"
-DIGEST_SUBJECT = "Your day on Conveyor: {{ digest.headline }}"
+#: The template's variables are plain data (``campaigns.template_context``): a delivery's summary is
+#: ``context.digest``. Migration 0005 turned the earlier default (``user.*``, ``digest.*``) into this one.
+DIGEST_SUBJECT = "Your day on Conveyor: {{ context.digest.headline }}"
 DIGEST_TEXT = (
-    "Hello {{ user.get_short_name|default:user.get_username }},\n\n"
+    "Hello {{ recipient.first_name|default:recipient.username }},\n\n"
     "In the last day:\n"
-    "{% if digest.documents %}- documents: {% for status, n in digest.documents.items %}"
+    "{% if context.digest.documents %}- documents: {% for status, n in context.digest.documents.items %}"
     "{{ n }} {{ status }}{% if not forloop.last %}, {% endif %}{% endfor %}\n{% endif %}"
-    "{% if digest.jobs %}- jobs: {% for status, n in digest.jobs.items %}"
+    "{% if context.digest.jobs %}- jobs: {% for status, n in context.digest.jobs.items %}"
     "{{ n }} {{ status }}{% if not forloop.last %}, {% endif %}{% endfor %}\n{% endif %}"
     "\n-- Conveyor\n"
 )
@@ -51,7 +53,7 @@ def active_users(now: Any = None) -> Any:
 
 
 #: The activity sources a digest reports (``jobs.public.activity_sources``), in the headline's order,
-#: each with its noun; the template shows each under ``digest.<source>``.
+#: each with its noun; the template shows each under ``context.digest.<source>``.
 SECTIONS = {"documents": "document(s)", "jobs": "job(s)"}
 
 

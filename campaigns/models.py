@@ -24,7 +24,7 @@ from django.utils import timezone
 
 
 class EmailTemplate(models.Model):
-    """Subject and bodies as Django templates, rendered with ``user`` and ``campaign``."""
+    """Subject and bodies as Django templates, rendered with plain data (``campaigns.template_context``)."""
 
     name = models.CharField(max_length=200, unique=True)
     subject = models.CharField(max_length=255)
@@ -171,7 +171,7 @@ class Delivery(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     #: The batch job that holds this row in ``sending`` (its job id), or "".
     claimed_by = models.CharField(max_length=64, blank=True, default="")
-    #: Extra template context for this recipient (the daily digest's summary).
+    #: This recipient's own template context, plain JSON (the daily digest's summary), as ``context.*``.
     context = models.JSONField(default=dict, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)

@@ -1,10 +1,14 @@
-"""Email templates as Django templates: compiled once per process (``compiled_template``), rendered per recipient.
+"""Email templates as Django templates: compiled and checked once per process, rendered per recipient.
 
-Templates are staff-edited and rendered with real users in the context, so
-they compile with their own engine (``email_engine``) that knows only the
-safe tags and filters of ``campaigns.template_library``; a forbidden one is
-refused by name, per field, when the template is saved (API and admin) and
-again when a batch compiles it.
+Templates are staff-edited, so they compile with their own engine
+(``template_sandbox.EmailTemplateEngine``): the allowed tags and filters of
+``campaigns.template_library`` only, variables looked up in plain data only
+(``campaigns.template_context`` says which), and every render within a
+``RenderBudget`` (loop iterations, output size, time; ``EMAIL_TEMPLATE_*``
+settings) that stops it in its own thread. A template is checked, by
+``check_template``, against the same sample context when it is saved (API
+and admin: a 400 naming the field) and, once per process, before a batch
+sends it (``compiled_template``: its deliveries fail with the reason).
 
 The rendered parts become a message through ``RawComposer`` (the wire bytes
 directly, for the SMTP path; ``campaigns.smtp`` builds a Django message for
@@ -30,10 +34,22 @@ from typing import Any
 from django.conf import settings
 from django.core.mail.message import BadHeaderError, sanitize_address
 from django.core.mail.utils import DNS_NAME
-from django.template import Context, Engine, Template
+from django.template import Context, Template
 from django.template.base import Lexer, TokenType
 
-from campaigns.template_library import FORBIDDEN_FILTERS, FORBIDDEN_TAGS, LOADER_TAGS
+from campaigns.template_context import sample_context
+from campaigns.template_library import ALLOWED_FILTERS, ALLOWED_TAGS, INNER_TAGS
+from campaigns.template_sandbox import (
+    EmailTemplateEngine,
+    RenderBudget,
+    TemplateBudgetExceeded,
+    enter_budget,
+    leave_budget,
+    within_budget,
+)
+
+#: The longest source of one part (subject, text or HTML body) that compiles.
+MAX_SOURCE_CHARS = 200_000
 
 
 @dataclass(frozen=True)
@@ -51,25 +67,19 @@ class TemplateInvalid(ValueError):
         self.errors = errors
 
 
-class EmailTemplateEngine(Engine):
-    """An engine whose only builtins are the safe tags and filters (``campaigns.template_library``)."""
-
-    default_builtins = ["campaigns.template_library"]
-
-
 @functools.cache
-def email_engine() -> Engine:
+def email_engine() -> EmailTemplateEngine:
     """The engine every email template compiles with: no ``{% load %}``, no files, no debug output."""
-    return EmailTemplateEngine(libraries={}, loaders=[("django.template.loaders.locmem.Loader", {})])
+    return EmailTemplateEngine()
 
 
-_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
+#: A quoted string as Django's lexer reads one (a backslash escapes the next character).
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _FILTER_NAME = re.compile(r"\|\s*(\w+)")
-_PASSWORD = re.compile(r"\bpassword\b")
 
 
 def forbidden_construct(source: str) -> str | None:
-    """Why this template source may not be used in an email (a forbidden tag, filter or field), or None.
+    """Why this template source may not be used in an email (a tag or filter not allowed), or None.
 
     The engine would refuse such tags and filters too, as unknown; this names them plainly.
     """
@@ -78,14 +88,15 @@ def forbidden_construct(source: str) -> str | None:
             continue
         code = _QUOTED.sub('""', token.contents)
         if token.token_type == TokenType.BLOCK:
-            name = code.split()[0] if code.split() else ""
-            if name in FORBIDDEN_TAGS or name in LOADER_TAGS:
+            words = code.split()
+            name = words[0] if words else ""
+            if name == "autoescape" and words[1:] == ["off"]:
+                return f"{{% autoescape off %}} is not allowed in email templates (line {token.lineno})"
+            if name not in ALLOWED_TAGS and name not in INNER_TAGS:
                 return f"the {{% {name} %}} tag is not allowed in email templates (line {token.lineno})"
         for name in _FILTER_NAME.findall(code):
-            if name in FORBIDDEN_FILTERS:
+            if name not in ALLOWED_FILTERS:
                 return f"the |{name} filter is not allowed in email templates (line {token.lineno})"
-        if _PASSWORD.search(code):
-            return f"password fields cannot be used in email templates (line {token.lineno})"
     return None
 
 
@@ -98,56 +109,98 @@ def compile_template(subject: str, body_text: str, body_html: str = "") -> Compi
         if field == "body_html" and not source.strip():
             parts[field] = None
             continue
+        if len(source) > MAX_SOURCE_CHARS:
+            errors[field] = f"longer than {MAX_SOURCE_CHARS:,} characters"
+            continue
         try:
             refused = forbidden_construct(source)
             if refused:
                 errors[field] = refused
                 continue
             parts[field] = engine.from_string(source)
-        except Exception as exc:  # TemplateSyntaxError
+        except Exception as exc:  # TemplateSyntaxError, RecursionError (nesting too deep)
             errors[field] = f"{type(exc).__name__}: {exc}"
     if errors:
         raise TemplateInvalid(errors)
     return CompiledTemplate(parts["subject"], parts["body_text"], parts["body_html"])  # type: ignore[arg-type]
 
 
-@functools.lru_cache(maxsize=32)
-def compiled_template(subject: str, body_text: str, body_html: str) -> CompiledTemplate:
-    """The compiled template, shared by the batches of a campaign that run in this process.
+def render_budget() -> RenderBudget:
+    """A new budget for one render of a template's three parts (the ``EMAIL_TEMPLATE_*`` settings)."""
+    return RenderBudget(
+        max_loops=settings.EMAIL_TEMPLATE_MAX_LOOP_ITERATIONS,
+        max_output_chars=settings.EMAIL_TEMPLATE_MAX_OUTPUT_KB * 1024,
+        timeout_s=settings.EMAIL_TEMPLATE_RENDER_TIMEOUT_S,
+    )
 
-    Compiled templates are immutable and safe to render from several threads
-    (each render has its own Context); the key is the sources, so an edited
-    template compiles afresh.
-    """
-    return compile_template(subject, body_text, body_html)
+
+def _parts(compiled: CompiledTemplate) -> list[tuple[str, Template]]:
+    fields = (("subject", compiled.subject), ("body_text", compiled.body_text), ("body_html", compiled.body_html))
+    return [(field, template) for field, template in fields if template is not None]
 
 
 def render_parts(compiled: CompiledTemplate, context: dict[str, Any]) -> tuple[str, str, str]:
-    """Subject (one line), text body and HTML body; the HTML one alone is autoescaped."""
-    subject = compiled.subject.render(Context(context, autoescape=False))
-    text = compiled.body_text.render(Context(context, autoescape=False))
-    html = compiled.body_html.render(Context(context)) if compiled.body_html is not None else ""
+    """Subject (one line), text body and HTML body; the HTML one alone is autoescaped.
+
+    ``context`` is plain data (``template_context.email_context``). The three
+    parts share one budget; over it, ``TemplateBudgetExceeded`` is raised
+    from inside the render, which stops there.
+    """
+    token = enter_budget(render_budget())
+    try:
+        subject = compiled.subject.render(Context(context, autoescape=False))
+        text = compiled.body_text.render(Context(context, autoescape=False))
+        html = compiled.body_html.render(Context(context)) if compiled.body_html is not None else ""
+    finally:
+        leave_budget(token)
     # A header cannot hold a line break (Django refuses it as header injection).
     return " ".join(subject.split()), text, html
 
 
-def check_template(subject: str, body_text: str, body_html: str, context: dict[str, Any]) -> None:
-    """Compile and render once with a sample context; raises TemplateInvalid."""
+def check_template(subject: str, body_text: str, body_html: str) -> CompiledTemplate:
+    """Compile, and render once with the sample context within the budget; raises TemplateInvalid.
+
+    The check at save time and the one before sending are this function: the same context, the same budget.
+    """
     compiled = compile_template(subject, body_text, body_html)
-    errors: dict[str, str] = {}
-    for field, template in (
-        ("subject", compiled.subject),
-        ("body_text", compiled.body_text),
-        ("body_html", compiled.body_html),
-    ):
-        if template is None:
-            continue
-        try:
-            template.render(Context(context, autoescape=field == "body_html"))
-        except Exception as exc:
-            errors[field] = f"{type(exc).__name__}: {exc}"
-    if errors:
-        raise TemplateInvalid(errors)
+    context = sample_context()
+    with within_budget(render_budget()):
+        for field, template in _parts(compiled):
+            try:
+                template.render(Context(context, autoescape=field == "body_html"))
+            except TemplateBudgetExceeded as exc:
+                raise TemplateInvalid({field: f"over the render budget: {exc}"}) from exc
+            except Exception as exc:
+                raise TemplateInvalid({field: f"{type(exc).__name__}: {exc}"}) from exc
+    return compiled
+
+
+@functools.lru_cache(maxsize=32)
+def _checked_template(subject: str, body_text: str, body_html: str) -> CompiledTemplate | dict[str, str]:
+    try:
+        return check_template(subject, body_text, body_html)
+    except TemplateInvalid as exc:
+        return exc.errors
+
+
+def compiled_template(subject: str, body_text: str, body_html: str) -> CompiledTemplate:
+    """The compiled and checked template, shared by the batches of a campaign that run in this process.
+
+    Compiled templates are immutable and safe to render from several threads
+    (each render has its own Context and budget); the key is the sources, so
+    an edited template compiles afresh. A template that fails the check
+    raises TemplateInvalid, remembered like a good one (a template over the
+    time budget costs its time once per process, not once per batch).
+    """
+    checked = _checked_template(subject, body_text, body_html)
+    if isinstance(checked, dict):
+        raise TemplateInvalid(checked)
+    return checked
+
+
+def forget_compiled_templates() -> None:
+    """Compile and check every template afresh (the budget settings changed: tests)."""
+    _checked_template.cache_clear()
 
 
 #: RFC 5322's limit on a line, in octets (without CRLF); Django quoted-printables longer ones.
@@ -257,7 +310,8 @@ def _part_head(subtype: str, cte: str) -> bytes:
 def _boundary(*parts: bytes) -> str:
     """A multipart boundary that no part contains (the ``email`` package's form)."""
     while True:
-        boundary = "=" * 15 + str(random.randrange(sys.maxsize)) + "=="
+        # Only has to differ from the parts' text, as the email package's own does: not a secret.
+        boundary = "=" * 15 + str(random.randrange(sys.maxsize)) + "=="  # noqa: S311
         marker = boundary.encode("ascii")
         if not any(marker in part for part in parts):
             return boundary

@@ -17,7 +17,8 @@ the message to the server, and write the outcome right away. So:
   never sent twice.
 
 Outcomes per recipient: 2xx → sent; 5xx to RCPT → bounced; an invalid
-address, a 5xx to DATA or a template that fails → failed; 4xx → pending
+address, a 5xx to DATA or a template that fails (or goes over its render
+budget, ``campaigns.rendering``) → failed; 4xx → pending
 again, tried later (the batch reschedules itself, without using a job
 retry) until ``EMAIL_MAX_ATTEMPTS_PER_RECIPIENT``; a dropped connection →
 reconnect and try that recipient again. The sender refused, authentication
@@ -47,6 +48,8 @@ from campaigns.models import Campaign, CampaignStatus, DeliveryStatus
 from campaigns.ratelimit import ConnectionLease, SendPermits
 from campaigns.rendering import CompiledTemplate, RawComposer, TemplateInvalid, compiled_template, render_parts
 from campaigns.smtp import ServerRefused, SmtpConnection, deliver, deliver_raw, django_message
+from campaigns.template_context import email_context
+from campaigns.template_sandbox import TemplateBudgetExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -172,9 +175,14 @@ def send_batch(
             tag = f"{campaign.pk}/{delivery.pk}"
             smtp = connection.smtp if composer is not None else None
             try:
-                context = {"user": delivery.user, "campaign": campaign, **delivery.context}
+                context = email_context(recipient=delivery.fields, campaign_name=campaign.name, stored=delivery.context)
                 parts = render_parts(compiled, context)
                 message = django_message(parts, delivery.email, tag) if smtp is None else None
+            except TemplateBudgetExceeded as exc:
+                reason = f"template over its render budget: {exc}"
+                outcomes.record(delivery.pk, DeliveryStatus.FAILED, reason)
+                outcome.failed += 1
+                continue
             except Exception as exc:
                 reason = f"template error: {type(exc).__name__}: {exc}"
                 outcomes.record(delivery.pk, DeliveryStatus.FAILED, reason)

@@ -6,14 +6,15 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from campaigns.models import Campaign, CampaignStatus, Delivery, EmailTemplate
 from campaigns.rendering import TemplateInvalid, compile_template
 from jobs.models import Job, JobStatus
 from tests.campaigns.helpers import users
-from tests.factories import EmailTemplateFactory
+from tests.factories import EmailTemplateFactory, UserFactory
 
-TEMPLATE = {"name": "welcome", "subject": "Hi {{ user.username }}", "body_text": "Hello", "body_html": ""}
+TEMPLATE = {"name": "welcome", "subject": "Hi {{ recipient.username }}", "body_text": "Hello", "body_html": ""}
 
 
 def test_staff_create_list_and_update_email_templates(staff_api):
@@ -37,7 +38,9 @@ def test_template_that_does_not_compile_is_rejected_with_the_template_error(staf
 
 def test_template_whose_filter_fails_when_rendered_is_rejected(staff_api):
     response = staff_api.post(
-        "/api/email-templates", {**TEMPLATE, "subject": "{{ user.username|date:'Y'|divisibleby:0 }}"}, format="json"
+        "/api/email-templates",
+        {**TEMPLATE, "subject": "{{ recipient.username|date:'Y'|divisibleby:0 }}"},
+        format="json",
     )
     assert response.status_code == 400
     assert "subject" in response.json()["errors"]
@@ -47,17 +50,20 @@ def test_template_whose_filter_fails_when_rendered_is_rejected(staff_api):
     ("field", "source", "named"),
     [
         ("body_text", "{% debug %}", "{% debug %}"),
-        ("body_html", "<p>{{ user.first_name|safe }}</p>", "|safe"),
+        ("body_html", "<p>{{ recipient.first_name|safe }}</p>", "|safe"),
+        ("body_html", "{% autoescape off %}{{ recipient.first_name }}{% endautoescape %}", "{% autoescape off %}"),
+        ("body_text", "{{ context.digest.jobs|dictsort:'0' }}", "|dictsort"),
+        ("body_text", "{% url 'admin:index' %}", "{% url %}"),
         ("subject", "{{ campaign|pprint }}", "|pprint"),
         ("body_text", "{% load static %}{% static 'x' %}", "{% load %}"),
         ("body_text", "{% include 'admin/base.html' %}", "{% include %}"),
         ("body_html", "{{ 'x'|ljust:'2000000000' }}", "|ljust"),
         ("body_text", "{% lorem 99999999 w %}", "{% lorem %}"),
-        ("body_text", "{{ campaign.owner.password }}", "password"),
+        ("body_text", "{% for x in '0123456789'|make_list %}" * 5 + "{% endfor %}" * 5, "loop iterations"),
     ],
 )
 def test_template_with_a_dangerous_tag_filter_or_field_is_rejected_by_name(staff_api, field, source, named):
-    # Given a template that uses a construct that could dump data or exhaust memory
+    # Given a template that uses a construct that could dump data, turn off escaping or exhaust the budget
     # When staff save it
     response = staff_api.post("/api/email-templates", {**TEMPLATE, field: source}, format="json")
     # Then the API answers 400 naming the field and the construct, and nothing is stored
@@ -70,7 +76,7 @@ def test_template_with_a_dangerous_tag_filter_or_field_is_rejected_by_name(staff
 
 def test_safe_tags_and_filters_still_render(staff_api):
     # Given a template using ordinary tags and filters
-    source = "{% if user.username %}{{ user.username|upper|truncatechars:20 }}{% endif %} {% now 'Y' %}"
+    source = "{% if recipient.username %}{{ recipient.username|upper|truncatechars:20 }}{% endif %} {% now 'Y' %}"
     # When staff save it
     response = staff_api.post("/api/email-templates", {**TEMPLATE, "body_text": source}, format="json")
     # Then it is accepted
@@ -84,6 +90,25 @@ def test_template_stored_with_a_forbidden_tag_is_refused_again_when_a_batch_comp
         compile_template("Hi", "{% debug %}", "")
     # Then it is refused, naming the field
     assert list(refused.value.errors) == ["body_text"]
+
+
+def test_update_over_the_render_budget_is_refused_naming_the_field(db):
+    # Given a template, and a member of staff with every permission
+    template = EmailTemplateFactory()
+    client = APIClient()
+    client.force_authenticate(UserFactory(is_staff=True, is_superuser=True))
+    nested = "{% for a in '0123456789'|make_list %}" * 8 + "{{ a }}" + "{% endfor %}" * 8
+    # When they PUT nested loops (10^8 iterations) into its HTML body
+    response = client.put(
+        f"/api/email-templates/{template.pk}",
+        {"name": template.name, "subject": "s", "body_text": "t", "body_html": nested},
+        format="json",
+    )
+    # Then the API answers 400 naming the field, and the stored template is unchanged
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"] == {"body_html": ["over the render budget: more than 10,000 loop iterations"]}
+    template.refresh_from_db()
+    assert template.body_html == "<p>Dear {{ recipient.username }}</p>"
 
 
 def test_update_that_breaks_a_template_is_rejected(staff_api):

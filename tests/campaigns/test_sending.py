@@ -23,7 +23,7 @@ def _no_rate_limit(settings, clean_redis):
 def test_accepted_message_is_sent_with_the_servers_answer_and_rendered_for_its_user(db, smtp):
     # Given a campaign to one user
     [alice] = users(1, username="alice")
-    campaign = campaign_for([alice], EmailTemplateFactory(subject="Hi {{ user.username }}"))
+    campaign = campaign_for([alice], EmailTemplateFactory(subject="Hi {{ recipient.username }}"))
     # When its batch runs
     outcome = send_batch(campaign.pk, delivery_ids(campaign), token="t1")
     # Then the server got one message, rendered for alice, and the delivery says so
@@ -178,7 +178,7 @@ def test_non_ascii_subject_and_body_arrive_intact_over_smtp(db, smtp):
     # Given a template with non-ASCII text, rendered for a user
     [zoe] = users(1, username="zoë")
     template = EmailTemplateFactory(
-        subject="Grüße, {{ user.username }} ✓", body_text="Liebe {{ user.username }},\nbis bald."
+        subject="Grüße, {{ recipient.username }} ✓", body_text="Liebe {{ recipient.username }},\nbis bald."
     )
     campaign = campaign_for([zoe], template)
     # When its batch runs
