@@ -37,8 +37,16 @@ class PdfHasNoPages(DocumentError):
     """The PDF opens but holds no page."""
 
 
+class TooManyPages(DocumentError):
+    """The PDF has more pages than ``DOCUMENT_MAX_PAGES`` allows."""
+
+
 class PageTooLarge(DocumentError):
     """A page (or an image on it) would render to more pixels than the cap allows."""
+
+
+class PageNotMeasurable(DocumentError):
+    """A page's size or its images could not be measured, so it is not rendered (the pixel check fails closed)."""
 
 
 class DocumentFileMissing(DocumentError):

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from documents import pdf
+from documents.exceptions import PageNotMeasurable
 from documents.job_types import OCR_PAGES
 from documents.models import Document, DocumentPage, DocumentStatus, PageSource, PageStatus
 from documents.outcomes import LOADED, PAGES_END, PAGES_START, STARTED_AT, finish_document_ocr, ocr_progress_data
@@ -186,13 +187,42 @@ def read_page_batch(document: Document, numbers: list[int], path: Path) -> Itera
 
 
 def _refuse_oversized(document: Document, path: Path, numbers: list[int], dpi: int) -> dict[int, str]:
+    """The pages not to render, with the reason: over the pixel cap, or not measurable (fails closed).
+
+    The batch is measured at once; if pdfinfo or pdfimages fails on it, each
+    page is measured alone, so one bad page does not refuse the others.
+    """
     first, last = numbers[0], numbers[-1]
     try:
         sizes = pdf.page_sizes(path, first, last)
         images = pdf.image_sizes(path, first, last)
     except ChildProcessFailed as exc:
-        logger.warning("Could not measure pages %s-%s of %s: %s", first, last, document.id, exc)
-        return {}
+        logger.warning("Could not measure pages %s-%s of %s (%s); measuring each page", first, last, document.id, exc)
+        return _refuse_oversized_one_by_one(document, path, numbers, dpi)
+    return _check_pixels(numbers, sizes, images, dpi)
+
+
+def _refuse_oversized_one_by_one(document: Document, path: Path, numbers: list[int], dpi: int) -> dict[int, str]:
+    refused = {}
+    for number in numbers:
+        try:
+            sizes = pdf.page_sizes(path, number, number)
+            images = pdf.image_sizes(path, number, number)
+        except ChildProcessFailed as exc:
+            logger.warning("Could not measure page %s of %s: %s", number, document.id, exc)
+            refused[number] = str(
+                PageNotMeasurable(
+                    f"page {number} was not read: its size and images could not be checked before rendering ({exc})"
+                )
+            )
+            continue
+        refused.update(_check_pixels([number], sizes, images, dpi))
+    return refused
+
+
+def _check_pixels(
+    numbers: list[int], sizes: dict[int, tuple[float, float]], images: dict[int, list[tuple[int, int]]], dpi: int
+) -> dict[int, str]:
     refused = {}
     for number in numbers:
         try:

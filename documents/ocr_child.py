@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -155,3 +156,82 @@ def read_page_image(
             raise
         return "", None, f"tesseract took longer than {timeout_s} s"
     return str(text).strip(), _mean_confidence(str(tsv)), ""
+
+
+def read_text_layer(
+    pdf_path: str, first: int, last: int, max_page_bytes: int, timeout_s: float, cpu_limit_s: int | None
+) -> tuple[dict[int, str], list[int], str]:
+    """pdftotext's text of pages ``first``..``last``, each page cut at ``max_page_bytes``.
+
+    Returns (text per page, the pages that were cut, error). The output is
+    read as it comes, so this process never holds more than the kept text
+    and one read. Past a budget of four times what may be kept, pdftotext
+    is stopped: the page being read keeps its cut text, and the pages after
+    it are left out (the caller OCRs them).
+    """
+    pages = last - first + 1
+    budget = 4 * pages * max_page_bytes
+    # A fixed argument list and no shell; poppler's tools come from PATH, as pdf2image finds them.
+    proc = subprocess.Popen(  # noqa: S603
+        ["pdftotext", "-f", str(first), "-l", str(last), "-enc", "UTF-8", pdf_path, "-"],  # noqa: S607
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = proc.stdout, proc.stderr
+    if stdout is None or stderr is None:  # never: both are pipes
+        raise RuntimeError("pdftotext was started without its pipes")
+    stderr_tail: list[bytes] = []
+    drain = threading.Thread(target=_keep_tail, args=(stderr, stderr_tail), daemon=True)
+    drain.start()
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.start()
+    kept: list[bytearray] = [bytearray()]
+    cut: set[int] = set()
+    read = 0
+    stopped = False
+    try:
+        while chunk := stdout.read(1 << 16):
+            read += len(chunk)
+            for index, piece in enumerate(chunk.split(b"\f")):
+                if index:
+                    kept.append(bytearray())
+                current = kept[-1]
+                room = max_page_bytes - len(current)
+                if len(piece) > room:
+                    cut.add(first + len(kept) - 1)
+                    piece = piece[: max(room, 0)]
+                current += piece
+            if read > budget:
+                stopped = True
+                proc.kill()
+                break
+    finally:
+        stdout.close()
+        status = proc.wait()
+        timer.cancel()
+        drain.join(timeout=5)
+    if expired.is_set() and not stopped:
+        return {}, [], f"pdftotext took longer than {timeout_s} s"
+    if stopped:
+        # The page being read when the budget ran out keeps its cut text; the rest are left out.
+        cut.add(first + len(kept) - 1)
+    elif status != 0:
+        return {}, [], _describe_exit("pdftotext", status, cpu_limit_s, b"".join(stderr_tail))
+    texts = {first + index: bytes(text).decode("utf-8", errors="replace") for index, text in enumerate(kept[:pages])}
+    return texts, sorted(number for number in cut if number <= last), ""
+
+
+def _keep_tail(stream: Any, tail: list[bytes], keep: int = 4096) -> None:
+    """Read ``stream`` to its end, keeping its last ``keep`` bytes in ``tail``."""
+    kept = b""
+    while chunk := stream.read(1 << 14):
+        kept = (kept + chunk)[-keep:]
+    stream.close()
+    tail.append(kept)

@@ -11,7 +11,11 @@ kills the tool (and the worker thread is never blocked in C code), and each
 tool runs under an address-space and CPU-time limit so that a hostile PDF
 (absurd page size, decompression bomb) fails with a reason instead of
 exhausting the machine. Page sizes and embedded image sizes are checked
-against a pixel cap before anything is rendered.
+against a pixel cap before anything is rendered; a page that cannot be
+measured is not rendered either (the check fails closed). A PDF over
+``DOCUMENT_MAX_PAGES`` is refused before any page row exists, and the text
+layer is read in a child under the memory limit, each page cut at
+``OCR_TEXT_LAYER_MAX_KB``, so a huge text layer never reaches the worker.
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ from pathlib import Path
 from django.conf import settings
 
 from documents import ocr_child
-from documents.exceptions import CorruptPdf, EmptyFile, EncryptedPdf, NotAPdf, PageTooLarge, PdfHasNoPages
+from documents.exceptions import (
+    CorruptPdf,
+    EmptyFile,
+    EncryptedPdf,
+    NotAPdf,
+    PageTooLarge,
+    PdfHasNoPages,
+    TooManyPages,
+)
 from jobs.public import ChildProcessFailed, run_command, run_in_child
 
 logger = logging.getLogger(__name__)
@@ -83,6 +95,8 @@ def inspect_pdf(path: Path) -> PdfInfo:
     pages = int(match.group(1))
     if pages == 0:
         raise PdfHasNoPages("the PDF has no pages")
+    if pages > settings.DOCUMENT_MAX_PAGES:
+        raise TooManyPages(f"the PDF has {pages} pages; the limit is {settings.DOCUMENT_MAX_PAGES}")
     return PdfInfo(pages=pages)
 
 
@@ -102,10 +116,17 @@ def page_sizes(path: Path, first: int, last: int) -> dict[int, tuple[float, floa
 
 
 def image_sizes(path: Path, first: int, last: int) -> dict[int, list[tuple[int, int]]]:
-    """Pixel sizes of the images embedded in pages ``first``..``last`` (nothing is decoded)."""
+    """Pixel sizes of the images embedded in pages ``first``..``last`` (nothing is decoded).
+
+    A pdfimages that fails, or answers without its table's header, raises
+    ChildProcessFailed: an unmeasured page is never taken for an empty one.
+    """
     out = _run(["pdfimages", "-list", "-f", str(first), "-l", str(last), str(path)], timeout_s=60)
+    lines = out.decode(errors="replace").splitlines()
+    if not lines or lines[0].split()[:3] != ["page", "num", "type"]:
+        raise ChildProcessFailed("pdfimages answered without its list of images")
     found: dict[int, list[tuple[int, int]]] = {}
-    for line in out.decode(errors="replace").splitlines()[2:]:
+    for line in lines[2:]:
         fields = line.split()
         if len(fields) >= 5 and fields[0].isdigit() and fields[3].isdigit() and fields[4].isdigit():
             found.setdefault(int(fields[0]), []).append((int(fields[3]), int(fields[4])))
@@ -135,10 +156,29 @@ def check_page_pixels(
 
 
 def text_layer(path: Path, first: int, last: int) -> dict[int, str]:
-    """The text layer of pages ``first``..``last`` (pdftotext; empty text for a scanned page)."""
-    out = _run(["pdftotext", "-f", str(first), "-l", str(last), "-enc", "UTF-8", str(path), "-"])
-    pieces = out.decode("utf-8", errors="replace").split("\f")
-    return {first + index: pieces[index] for index in range(min(len(pieces), last - first + 1))}
+    """The text layer of pages ``first``..``last`` (pdftotext; empty text for a scanned page).
+
+    pdftotext runs in a child under the documents' memory and CPU limits,
+    which reads its output as it comes and keeps at most
+    ``OCR_TEXT_LAYER_MAX_KB`` of each page: the worker never holds more
+    than that per page. A page left out (the child stopped reading) is
+    OCRed like a scanned one.
+    """
+    texts, cut, error = run_in_child(
+        ocr_child.read_text_layer,
+        str(path),
+        first,
+        last,
+        settings.OCR_TEXT_LAYER_MAX_KB * 1024,
+        settings.DOCUMENT_CHILD_TIMEOUT_S,
+        settings.DOCUMENT_CHILD_CPU_S,
+        **_child_limits(),
+    )
+    if error:
+        raise ChildProcessFailed(error)
+    if cut:
+        logger.warning("Text layer of %s cut at %s KB on pages %s", path.name, settings.OCR_TEXT_LAYER_MAX_KB, cut)
+    return texts
 
 
 def has_usable_text(text: str) -> bool:

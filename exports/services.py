@@ -41,6 +41,7 @@ from jobs.public import (
     get_dataset,
     last_peak_rss_mb,
     progress,
+    readable_reason,
     run_in_child,
     save_local_file,
     scratch_dir,
@@ -181,7 +182,7 @@ def _attempt_failed(export_id: str, job_id: str | None, exc: Exception) -> None:
     ``on_failed`` hook fails the export with the job's reason. Run without a
     job (a shell), nothing else settles it, so it fails here.
     """
-    error = f"{type(exc).__name__}: {exc}"
+    error = readable_reason(exc)  # the owner reads it: a driver's text stays in the job's traceback
     if job_id is None:
         Export.mark_failed(export_id, error)
     else:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from documents.models import Document, DocumentPage
@@ -57,11 +58,26 @@ class DocumentSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         return self._url("document-file", document.id)
 
 
+#: Pages the document detail lists; ``pages_url`` pages through all of them.
+DETAIL_PAGES = 50
+
+
 class DocumentDetailSerializer(DocumentSerializer):
-    pages = DocumentPageSerializer(many=True, read_only=True)
+    """The document with its first ``DETAIL_PAGES`` pages; ``pages_url`` lists them all, a page at a time."""
+
+    pages = serializers.SerializerMethodField(help_text=f"The first {DETAIL_PAGES} pages, in order.")
+    pages_url = serializers.SerializerMethodField(help_text="Every page, paginated (?page=N).")
 
     class Meta(DocumentSerializer.Meta):
-        fields = [*DocumentSerializer.Meta.fields, "pages"]
+        fields = [*DocumentSerializer.Meta.fields, "pages", "pages_url"]
+
+    @extend_schema_field(DocumentPageSerializer(many=True))
+    def get_pages(self, document: Document) -> Any:
+        first = document.pages.order_by("number")[:DETAIL_PAGES]
+        return DocumentPageSerializer(first, many=True).data
+
+    def get_pages_url(self, document: Document) -> str:
+        return self._url("document-pages", document.id)
 
 
 class DocumentUploadSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
@@ -15,10 +16,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from documents import services
-from documents.api.serializers import DocumentDetailSerializer, DocumentSerializer, DocumentUploadSerializer
+from documents.api.serializers import (
+    DocumentDetailSerializer,
+    DocumentPageSerializer,
+    DocumentSerializer,
+    DocumentUploadSerializer,
+)
 from documents.exceptions import DocumentError, FileTooLarge
-from documents.models import Document, DocumentStatus
-from jobs.public import stored_file_response
+from documents.models import Document, DocumentPage, DocumentStatus
+from jobs.public import TOO_MANY_REQUESTS, UploadThrottle, stored_file_response
 
 # Multipart framing around the file: allowed on top of the size limit before parsing.
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -35,11 +41,15 @@ class DocumentListView(generics.ListCreateAPIView):  # type: ignore[type-arg]
 
     serializer_class = DocumentSerializer
     parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [UploadThrottle]  # POST only: listing is not throttled
 
     def get_queryset(self) -> QuerySet[Document]:
         return services.visible_documents(self.request.user).select_related("owner").order_by("-created_at", "id")
 
-    @extend_schema(request={"multipart/form-data": DocumentUploadSerializer}, responses={201: DocumentSerializer})
+    @extend_schema(
+        request={"multipart/form-data": DocumentUploadSerializer},
+        responses={201: DocumentSerializer, 429: TOO_MANY_REQUESTS},
+    )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
         if declared > settings.DOCUMENT_MAX_UPLOAD_BYTES + MULTIPART_SLACK_BYTES:
@@ -71,6 +81,16 @@ class DocumentDetailView(VisibleDocumentView, generics.RetrieveAPIView):  # type
     """``GET /api/documents/<id>``: page count, status, pages and thumbnail URLs."""
 
     serializer_class = DocumentDetailSerializer
+
+
+class DocumentPagesView(generics.ListAPIView):  # type: ignore[type-arg]
+    """``GET /api/documents/<id>/pages?page=N``: the document's pages in order, paginated."""
+
+    serializer_class = DocumentPageSerializer
+
+    def get_queryset(self) -> QuerySet[DocumentPage]:
+        document = get_object_or_404(services.visible_documents(self.request.user), pk=self.kwargs["pk"])
+        return document.pages.order_by("number")
 
 
 class DocumentTextView(VisibleDocumentView):

@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 import requests
 from PIL import Image
-from rest_framework.authtoken.models import Token
 
 from config.file_storage import default_file_storage
 from documents.maintenance import documents_missing_thumbnails
 from documents.models import Document, DocumentStatus
 from jobs.models import Job, JobStatus
 from tests.documents import pdfs
-from tests.factories import UserFactory
+from tests.factories import UserFactory, api_token
 from tests.jobs.helpers import wait_terminal
 from tests.s3_server import S3Server
 from tests.web_server import WebServer
@@ -45,7 +44,7 @@ def test_on_s3_an_upload_is_read_and_thumbnailed_by_workers_and_downloaded_from_
     web = WebServer(env={**s3_bucket.env, "MEDIA_ROOT": str(web_media)}).start()
     try:
         api = requests.Session()
-        api.headers["Authorization"] = f"Token {Token.objects.create(user=user).key}"
+        api.headers["Authorization"] = f"Token {api_token(user)}"
         # A text page and a scanned page: tesseract reads the scan from the worker's local copy.
         data = pdfs.merge_pdfs(pdfs.text_pdf_bytes(["invoice amount customer payment"]), scanned_pages(1, words=8))
 
@@ -86,7 +85,7 @@ def test_on_s3_an_upload_is_read_and_thumbnailed_by_workers_and_downloaded_from_
         # And someone else gets 404
         other = requests.get(
             f"{web.url}/api/documents/{document.id}/file",
-            headers={"Authorization": f"Token {Token.objects.create(user=UserFactory()).key}"},
+            headers={"Authorization": f"Token {api_token(UserFactory())}"},
             timeout=30,
         )
         assert other.status_code == 404

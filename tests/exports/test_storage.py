@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
 
 from exports.models import Export, ExportStatus
 from jobs.models import JobStatus
 from tests.exports.helpers import expected_rows, read_csv, seed_jobs, typed_csv_row
-from tests.factories import UserFactory
+from tests.factories import UserFactory, api_token
 from tests.jobs.helpers import start, wait_terminal
 from tests.web_server import WebServer
 
@@ -43,7 +42,7 @@ def test_on_s3_an_export_job_stores_its_file_and_the_web_host_streams_it(pools, 
         stored = s3_bucket.objects()
         assert stored == {export.file.name: export.size_bytes}
         # When its owner downloads it from the web host
-        token = Token.objects.create(user=user).key
+        token = api_token(user)
         url = f"{web.url}{job.progress_data['download_url']}"
         response = requests.get(url, headers={"Authorization": f"Token {token}"}, timeout=30)
         # Then it streams out of the bucket with the export's headers, the database rows exactly
@@ -53,7 +52,7 @@ def test_on_s3_an_export_job_stores_its_file_and_the_web_host_streams_it(pools, 
         header, rows = read_csv(response.content)
         assert [typed_csv_row(header, row) for row in rows] == expected_rows(jobs)
         # And another user gets 404
-        other = Token.objects.create(user=UserFactory()).key
+        other = api_token(UserFactory())
         assert requests.get(url, headers={"Authorization": f"Token {other}"}, timeout=30).status_code == 404
         # And the web host streamed without buffering; no host kept a file on its own disk
         assert BUFFERED_UNDER_ASGI not in web.log()
