@@ -70,3 +70,14 @@ class WebhookReceiver:
 
     def texts(self, path: str = "/hook") -> list[str]:
         return [item.json()["text"] for item in self.posts(path)]
+
+
+def sentry_events(receiver: WebhookReceiver) -> list[dict[str, Any]]:
+    """The events in the envelopes Sentry's SDK posted to ``receiver`` (one JSON document per line)."""
+    events = []
+    for post in receiver.posts("/api/1/envelope/"):
+        lines = post.body.split(b"\n")
+        for header, payload in zip(lines[1::2], lines[2::2], strict=False):
+            if json.loads(header).get("type") == "event":
+                events.append(json.loads(payload))
+    return events

@@ -43,6 +43,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from jobs.core.enums import TERMINAL_STATUSES, JobStatus
+from jobs.core.exceptions import readable_reason
 from jobs.dispatch.registry import JobType, job_types
 from jobs.models import Job
 from jobs.state import transitions
@@ -247,11 +248,12 @@ def _finalize(parent_id: str, job_type: str, counts: dict[str, int]) -> None:
             ]
             summary = dataclasses.replace(summary, unsuccessful=unsuccessful)
             parent = load_outcome(parent_id)
-            assert parent is not None
+            if parent is None:  # the row was deleted under its children: nothing to finish
+                raise RuntimeError(f"parent job {parent_id} no longer exists")
             result = hook(parent, summary)
     except Exception as exc:
         logger.exception("Finishing parent job %s failed", parent_id)
-        transitions.finish_parent(parent_id, failed=f"{type(exc).__name__}: {exc}", tb=traceback.format_exc())
+        transitions.finish_parent(parent_id, failed=readable_reason(exc), tb=traceback.format_exc())
         deliver_after_commit(parent_id)
         return
     transitions.finish_parent(parent_id, result=result)

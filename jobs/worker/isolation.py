@@ -29,7 +29,7 @@ from dramatiq.common import q_name
 
 from jobs.core.context import current_job, register_child, unregister_child
 from jobs.core.enums import StopReason
-from jobs.core.exceptions import JobCancelled, JobError, JobTimedOut, PermanentJobError
+from jobs.core.exceptions import JobCancelled, JobError, JobTimedOut, PermanentJobError, readable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ def run_command(
 
     ``env`` adds to (does not replace) this process's environment.
     """
-    proc = subprocess.Popen(
+    # The platform's callers pass fixed programs (this python, pdftoppm, tesseract), never a shell.
+    proc = subprocess.Popen(  # noqa: S603
         list(args),
         stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -139,11 +140,10 @@ def _child_main(
     except MemoryError:
         conn.send((False, f"ran out of memory (limit {memory_limit_mb} MB)"))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent as text
-        if isinstance(exc, PermanentJobError):
-            conn.send((False, f"{type(exc).__name__}: {exc}", True))
-        else:
-            lines = traceback.format_exception(exc)
-            conn.send((False, f"{type(exc).__name__}: {exc}\n{''.join(lines[-6:])}", False))
+        # The reason people may read (a JobError's text, else a generic one), then
+        # the child's traceback, which the parent keeps for staff only.
+        details = "".join(traceback.format_exception(exc)[-6:])
+        conn.send((False, readable_reason(exc), isinstance(exc, PermanentJobError), details))
     finally:
         conn.close()
 
@@ -238,7 +238,8 @@ def run_in_child(
     )
     process.start()
     child_conn.close()
-    assert process.pid is not None
+    if process.pid is None:  # start() returned, so the child exists; a pid-less one cannot be watched
+        raise RuntimeError("the isolated child did not start")
     register_child(process.pid)
     peak = 0.0
     over_ceiling = False
@@ -276,7 +277,10 @@ def run_in_child(
         raise ChildProcessFailed(f"child process {how} before answering")
     ok, value = outcome[0], outcome[1]
     if not ok:
-        if len(outcome) > 2 and outcome[2]:
-            raise ChildFailedPermanently(str(value))
-        raise ChildProcessFailed(str(value))
+        permanent = len(outcome) > 2 and outcome[2]
+        failure = (ChildFailedPermanently if permanent else ChildProcessFailed)(str(value))
+        if len(outcome) > 3 and outcome[3]:
+            # In the job's traceback (admin only), never in its error.
+            failure.add_note(f"In the child process:\n{outcome[3]}")
+        raise failure
     return value  # type: ignore[no-any-return]

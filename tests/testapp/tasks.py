@@ -11,7 +11,7 @@ import redis
 from django.conf import settings
 
 from jobs.core.context import current_job
-from jobs.core.exceptions import PermanentJobError, Reschedule
+from jobs.core.exceptions import PermanentJobError, Reschedule, TransientJobError
 from jobs.worker.fanout import AwaitChildren, ChildJob, fan_out
 from jobs.worker.isolation import run_command, run_in_child
 from jobs.worker.progress import progress
@@ -111,3 +111,50 @@ def leak_memory_in_child(queue: str, megabytes_per_step: int, ceiling_mb: int) -
 _declare(reschedule_once, "test_reschedule_once", "maintenance")
 _declare(hold_memory_in_child, "test_hold_memory_in_child", "maintenance")
 _declare(leak_memory_in_child, "test_leak_memory_in_child", "maintenance")
+
+
+#: The password in ``hit_database_error``'s connection string.
+# Fake: nothing listens at that host, and tests look for it in what owners see.
+FAKE_DB_PASSWORD = "hunter2-not-for-owners"  # noqa: S105
+
+
+def hit_database_error(queue: str, kind: str) -> None:
+    """Fails the way library code does, with a driver's text not meant for people.
+
+    ``sql``: runs invalid SQL (a real ``ProgrammingError`` naming the table);
+    ``dsn``: a connection error whose text holds a connection string with its password.
+    """
+    import psycopg
+    from django.db import connection
+
+    if kind == "sql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT secret_column FROM conveyor_no_such_table")
+    raise psycopg.OperationalError(
+        "connection to server failed: host=db.internal port=5432 user=conveyor "
+        f"password={FAKE_DB_PASSWORD} dbname=conveyor"
+    )
+
+
+def fail_holding_a_secret(queue: str, password: str) -> None:
+    """Fails for good with a database URL in a local variable, an object's repr and the error's text."""
+    database_url = f"postgres://conveyor:{password}@db.internal:5432/conveyor"
+    spec = {"database": {"user": "conveyor", "password": password}, "url": database_url}
+    raise PermanentJobError(f"could not export with {spec!r}")
+
+
+def fail_once_then_succeed(queue: str) -> str:
+    """Fails its first attempt with a temporary error, then succeeds."""
+    job = current_job()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    first = client.incr(f"{settings.DRAMATIQ_NAMESPACE}:test:fail-once:{job.job_id if job else '?'}") == 1
+    client.close()
+    _record("runs")
+    if first:
+        raise TransientJobError("the mail server did not answer; trying again")
+    return "ran"
+
+
+_declare(hit_database_error, "test_hit_database_error", "maintenance")
+_declare(fail_holding_a_secret, "test_fail_holding_a_secret", "maintenance")
+_declare(fail_once_then_succeed, "test_fail_once_then_succeed", "maintenance")

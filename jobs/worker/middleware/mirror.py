@@ -29,7 +29,7 @@ from dramatiq.middleware.shutdown import Shutdown
 
 from jobs.core.context import RunningJob, current_job, set_current_job
 from jobs.core.enums import StopReason
-from jobs.core.exceptions import JobCancelled, JobTimedOut, Reschedule
+from jobs.core.exceptions import JobCancelled, JobTimedOut, Reschedule, note_retry, readable_reason
 from jobs.core.messages import ATTEMPT, JOB_OPTIONS, JOB_TYPE, MAX_ATTEMPTS, PARENT, SKIP_REASON
 from jobs.core.queues import UnknownQueue, get_queue
 from jobs.core.retry_policy import backoff_ms, is_permanent
@@ -66,10 +66,15 @@ def _redis_id(message: MessageProxy) -> str:
 
 
 def describe_error(exc: BaseException, running: RunningJob | None) -> str:
+    """The job's ``error``, which its owner reads: never a driver's text or a traceback.
+
+    A ``JobError``'s text is meant for people and kept; anything else reads
+    ``UNEXPECTED_ERROR`` (``jobs.core.exceptions.readable_reason``), and its
+    type, text and traceback go to ``Job.traceback``, which only the admin shows.
+    """
     if isinstance(exc, JobTimedOut) and running is not None:
         return StopReason.timed_out(running.time_limit_s)
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return readable_reason(exc)
 
 
 class JobMirror(Middleware):
@@ -279,6 +284,8 @@ class JobMirror(Middleware):
             return
         delay = backoff_ms(attempt)
         next_at = timezone.now() + timedelta(milliseconds=delay)
+        # Sentry's middleware reports the exception after this hook: a retry is not an error to it.
+        note_retry(exception)
         if transitions.mark_retrying(job_id, me, error, tb, next_at):
             self._send_again(broker, message, attempt=attempt, delay=delay)
 
