@@ -15,6 +15,7 @@ from campaigns.exceptions import CampaignNotLaunchable
 from campaigns.models import Audience, Campaign, CampaignStatus, Delivery, DeliveryStatus, EmailTemplate
 from campaigns.rendering import TemplateInvalid, check_template
 from campaigns.services import launch_campaign
+from jobs.public import AuditAction, Origin, Via, record_audit
 
 STATUS_COLOURS: dict[str, str] = {
     CampaignStatus.DRAFT: "#6c757d",
@@ -46,12 +47,8 @@ class EmailTemplateForm(forms.ModelForm):  # type: ignore[type-arg]
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         try:
-            check_template(
-                data.get("subject", ""),
-                data.get("body_text", ""),
-                data.get("body_html", "") or "",
-                {"user": getattr(self, "request_user", None), "campaign": Campaign(name="Preview")},
-            )
+            # The same check, and sample context, as the API's and sending's.
+            check_template(data.get("subject", ""), data.get("body_text", ""), data.get("body_html", "") or "")
         except TemplateInvalid as exc:
             for field, problem in exc.errors.items():
                 self.add_error(field, problem)
@@ -64,10 +61,25 @@ class EmailTemplateAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["name", "subject", "updated_at"]
     search_fields = ["name", "subject"]
 
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
-        form = super().get_form(request, obj, change=change, **kwargs)
-        form.request_user = request.user  # type: ignore[attr-defined]
-        return form
+    # Every template edit is in the audit trail: a template is mailed to everyone.
+    def save_model(self, request: HttpRequest, obj: EmailTemplate, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        action = AuditAction.TEMPLATE_CHANGED if change else AuditAction.TEMPLATE_CREATED
+        record_audit(action, Origin.of_user(request.user, Via.ADMIN), "email template", obj.pk, {"name": obj.name})
+
+    def delete_model(self, request: HttpRequest, obj: EmailTemplate) -> None:
+        pk, name = obj.pk, obj.name
+        super().delete_model(request, obj)
+        record_audit(
+            AuditAction.TEMPLATE_DELETED, Origin.of_user(request.user, Via.ADMIN), "email template", pk, {"name": name}
+        )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[EmailTemplate]) -> None:
+        deleted = list(queryset.values_list("pk", "name"))
+        super().delete_queryset(request, queryset)
+        origin = Origin.of_user(request.user, Via.ADMIN)
+        for pk, name in deleted:
+            record_audit(AuditAction.TEMPLATE_DELETED, origin, "email template", pk, {"name": name})
 
 
 class CampaignForm(forms.ModelForm):  # type: ignore[type-arg]

@@ -94,9 +94,24 @@ def other_user(db: None) -> Any:
     return UserFactory()
 
 
+#: What a campaign operator is given: staff status alone opens no template or campaign API.
+STAFF_PERMISSIONS = (
+    "campaigns.view_emailtemplate",
+    "campaigns.add_emailtemplate",
+    "campaigns.change_emailtemplate",
+    "campaigns.add_campaign",
+)
+
+
 @pytest.fixture
 def staff(db: None) -> Any:
-    return UserFactory(is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    user: Any = UserFactory(is_staff=True)
+    for name in STAFF_PERMISSIONS:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return user
 
 
 @pytest.fixture

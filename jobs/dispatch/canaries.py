@@ -11,6 +11,7 @@ from typing import Any
 from django.db import transaction
 from rest_framework import serializers
 
+from jobs.core.origin import SYSTEM, Origin
 from jobs.core.queues import queue_names
 from jobs.dispatch.registry import JobPlan, JobType, register_job_type
 from jobs.dispatch.services import build_job, create_jobs
@@ -71,7 +72,9 @@ CANARY = register_job_type(
 WORKER_START_KEY_PREFIX = "worker-start:"
 
 
-def send_canaries(queues: list[str] | None = None, *, seconds: float = 0.0, key_prefix: str = "") -> list[Job]:
+def send_canaries(
+    queues: list[str] | None = None, *, seconds: float = 0.0, key_prefix: str = "", origin: Origin = SYSTEM
+) -> list[Job]:
     """Enqueue one canary on each queue (high priority: it measures pickup, not backlog).
 
     ``key_prefix``: each canary's idempotency key is the prefix and its queue (tells them apart).
@@ -91,6 +94,7 @@ def send_canaries(queues: list[str] | None = None, *, seconds: float = 0.0, key_
                 priority=plan.priority,
                 estimated_duration_s=1.0,
                 idempotency_key=f"{key_prefix}{queue}"[:128] if key_prefix else None,
+                origin=origin,
             )
         )
     with transaction.atomic():

@@ -65,6 +65,8 @@ class JobType:
     description: str
     default_duration_s: float = 30.0
     staff_only: bool = False
+    #: A model permission the requester needs too (``"campaigns.add_campaign"``): staff alone is not enough.
+    permission: str | None = None
     plan: Callable[[Any, dict[str, Any]], JobPlan] = field(default=default_plan)
     #: For a type that fans out: called by the last finishing child with the
     #: parent and a summary of the children's outcomes; returns the parent's

@@ -20,12 +20,14 @@ from dramatiq.common import current_millis
 from dramatiq.message import Message
 
 from jobs.core.messages import ATTEMPT, JOB_TYPE, MAX_ATTEMPTS, PARENT, PRIORITY
+from jobs.core.origin import SYSTEM, AuditAction, Origin
 from jobs.core.queues import get_queue
 from jobs.dispatch.estimates import estimate_duration_s
 from jobs.dispatch.outcomes import child_finished, deliver_after_commit, request_cancel_hook
 from jobs.dispatch.registry import JobPlan, JobType
 from jobs.models import Job, JobPriority, JobStatus
 from jobs.state import events, transitions
+from jobs.state.audit import record_audit
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +54,17 @@ def build_job(
     parent: Job | None = None,
     estimated_duration_s: float | None = None,
     idempotency_key: str | None = None,
+    origin: Origin | None = None,
 ) -> Job:
-    """A Job row, unsaved, with its attempts and status set from the queue table."""
+    """A Job row, unsaved, with its attempts and status set from the queue table.
+
+    Its origin is ``origin``, else its parent's (a child is started by whoever started the parent).
+    """
     policy = get_queue(queue)
+    if origin is None:
+        via, by = (parent.created_via, parent.created_by) if parent is not None else (SYSTEM.via, SYSTEM.by)
+    else:
+        via, by = origin.via, origin.by
     in_future = schedule_at is not None and schedule_at > timezone.now()
     return Job(
         type=job_type,
@@ -69,6 +79,8 @@ def build_job(
         max_attempts=policy.max_attempts,
         estimated_duration_s=estimated_duration_s,
         idempotency_key=idempotency_key,
+        created_via=via,
+        created_by=by,
     )
 
 
@@ -145,8 +157,17 @@ def send_jobs(jobs: Iterable[Job]) -> int:
     return sent
 
 
-def start_job(job_type: JobType, user: Any, data: dict[str, Any], idempotency_key: str | None = None) -> EnqueueResult:
-    """Start a job of a registered type for a user, idempotently when a key is given."""
+def start_job(
+    job_type: JobType,
+    user: Any,
+    data: dict[str, Any],
+    idempotency_key: str | None = None,
+    origin: Origin = SYSTEM,
+) -> EnqueueResult:
+    """Start a job of a registered type for a user, idempotently when a key is given.
+
+    ``origin`` is recorded on the job (how it was started, and by whom).
+    """
     if idempotency_key:
         existing = _idempotent_match(user, idempotency_key)
         if existing is not None:
@@ -160,14 +181,14 @@ def start_job(job_type: JobType, user: Any, data: dict[str, Any], idempotency_ke
             if plan.existing_job is not None:
                 return EnqueueResult(plan.existing_job, created=False)
             if plan_statements.count or plan.on_created is not None:
-                job = _record(job_type, plan, user, idempotency_key)
+                job = _record(job_type, plan, user, idempotency_key, origin)
         if job is None:
             # The plan only validated (no statement ran, so no transaction
             # began): the Job row is the one write, and one INSERT in
             # autocommit is its own transaction. That is one round trip to
             # the database instead of three (BEGIN, INSERT, COMMIT). In a
             # caller's transaction it still commits, or not, with the caller's.
-            job = _record(job_type, plan, user, idempotency_key)
+            job = _record(job_type, plan, user, idempotency_key, origin)
     except IntegrityError:
         # Two requests with the same key raced: the first one's job is the answer.
         existing = _idempotent_match(user, idempotency_key) if idempotency_key else None
@@ -177,7 +198,7 @@ def start_job(job_type: JobType, user: Any, data: dict[str, Any], idempotency_ke
     return EnqueueResult(job, created=True)
 
 
-def _record(job_type: JobType, plan: JobPlan, user: Any, idempotency_key: str | None) -> Job:
+def _record(job_type: JobType, plan: JobPlan, user: Any, idempotency_key: str | None, origin: Origin) -> Job:
     """Save the planned job (it is sent once the surrounding transaction commits)."""
     job = build_job(
         job_type=job_type.name,
@@ -189,6 +210,7 @@ def _record(job_type: JobType, plan: JobPlan, user: Any, idempotency_key: str | 
         schedule_at=plan.schedule_at,
         estimated_duration_s=plan.estimated_duration_s or estimate_duration_s(job_type.name),
         idempotency_key=idempotency_key or None,
+        origin=origin,
     )
     if plan.initial_data:
         job.progress_data = dict(plan.initial_data)
@@ -220,9 +242,14 @@ def _idempotent_match(user: Any, key: str) -> Job | None:
     return job
 
 
-def cancel_job(job: Job) -> Job:
-    """Cancel a job (waiting: at once; running: at its next progress call) and its children."""
+def cancel_job(job: Job, origin: Origin | None = None) -> Job:
+    """Cancel a job (waiting: at once; running: at its next progress call) and its children.
+
+    With an ``origin`` (a person or command asked), the audit trail records it.
+    """
     transitions.request_cancel(job)
+    if origin is not None:
+        record_audit(AuditAction.CANCEL, origin, "job", job.pk, {"type": job.type})
     for child in job.children.filter(
         status__in=(JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING, JobStatus.ACTIVE)
     ):
@@ -237,9 +264,11 @@ def cancel_job(job: Job) -> Job:
     return job
 
 
-def retry_job(job: Job) -> Job:
-    """Send a failed or cancelled job again under the same id."""
+def retry_job(job: Job, origin: Origin | None = None) -> Job:
+    """Send a failed or cancelled job again under the same id (audited when ``origin`` is given)."""
     transitions.retry(job, extra_attempts=get_queue(job.queue).max_attempts)
+    if origin is not None:
+        record_audit(AuditAction.RETRY, origin, "job", job.pk, {"type": job.type})
     if _is_due_soon(job.scheduled_for):
         transaction.on_commit(lambda: send_job(job))
     return job

@@ -2,7 +2,7 @@
 
 ``job``: the Job mirror and its attempt history; ``schedule``: recurring jobs
 and their fires; ``stats``: the console's hourly roll-ups; ``alert``: alert
-breaches. Modules here import only ``jobs.core``; what changes these rows
+breaches; ``audit``: operators' actions. Modules here import only ``jobs.core``; what changes these rows
 lives above (``jobs.state`` for jobs).
 """
 
@@ -17,6 +17,7 @@ from jobs.core.enums import (
     JobStatus,
 )
 from jobs.models.alert import Alert, AlertStatus
+from jobs.models.audit import AuditEvent
 from jobs.models.job import Job, JobAttempt
 from jobs.models.schedule import FireOutcome, Schedule, ScheduleFire
 from jobs.models.stats import JobStatsBucket, StatsWatermark
@@ -28,6 +29,7 @@ __all__ = [
     "WAITING_STATUSES",
     "Alert",
     "AlertStatus",
+    "AuditEvent",
     "FireOutcome",
     "Job",
     "JobAttempt",

@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from jobs.core.enums import TERMINAL_STATUSES, JobPriority, JobStatus
+from jobs.core.origin import LABEL_MAX, Via
 
 
 class Job(models.Model):
@@ -86,6 +87,10 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
+    #: How the job was started (jobs.core.origin.Via) and by whom: kept on the row, no extra insert.
+    # db_default too: rows written by SQL (bulk seeding, older code during a rolling deploy) get them.
+    created_via = models.CharField(max_length=16, choices=Via.choices, default=Via.SYSTEM, db_default=Via.SYSTEM)
+    created_by = models.CharField(max_length=LABEL_MAX, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-created_at"]
@@ -108,6 +113,7 @@ class Job(models.Model):
             ),
             models.CheckConstraint(condition=Q(progress__lte=100), name="job_progress_le_100"),
         ]
+        permissions = [("set_high_priority", "Can start jobs at high priority")]
 
     def __str__(self) -> str:
         return f"{self.type} {self.id} ({self.status})"

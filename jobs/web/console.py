@@ -26,16 +26,19 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 
+from jobs.core.access import CONTROL_PERMISSION
+from jobs.core.origin import AuditAction, Origin, Via
 from jobs.core.queues import UnknownQueue, all_queues
 from jobs.ops.health import live_workers
 from jobs.ops.stats import HOUR, Totals, live_counts, throughput_series, totals_by_queue
+from jobs.state.audit import record_audit
 from jobs.web.charts import throughput_chart
 from jobs.worker.pausing import pause_queue, paused_queues, resume_queue
 
 logger = logging.getLogger(__name__)
 
 VIEW_PERMISSION = "jobs.view_job"
-PAUSE_PERMISSION = "jobs.change_job"
+PAUSE_PERMISSION = CONTROL_PERMISSION
 
 
 @dataclass
@@ -142,6 +145,9 @@ def _set_paused(request: HttpRequest, queue: str, *, pause: bool) -> HttpRespons
         raise PermissionDenied
     try:
         (pause_queue if pause else resume_queue)(queue)
+        record_audit(
+            AuditAction.PAUSE if pause else AuditAction.RESUME, Origin.of_user(request.user, Via.ADMIN), "queue", queue
+        )
     except UnknownQueue:
         return JsonResponse({"queue": [f"unknown queue {queue!r}"]}, status=404)
     except redis.RedisError as exc:

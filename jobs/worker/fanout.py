@@ -82,7 +82,7 @@ def fan_out(
     running = current_job()
     if running is None:
         raise RuntimeError("fan_out is called from inside a job's actor")
-    parent = Job.objects.only("id", "queue", "owner_id", "priority").get(id=running.job_id)
+    parent = Job.objects.only("id", "queue", "owner_id", "priority", "created_via", "created_by").get(id=running.job_id)
     rows = [
         build_job(
             job_type=child.job_type,

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
 
-from campaigns.models import Audience, Campaign, CampaignStatus
+from campaigns.models import Audience, Campaign, CampaignStatus, EmailTemplate
 from campaigns.services import audience_users, launch_campaign
 from jobs.models import Job, JobStatus
 from tests.campaigns.helpers import users
@@ -87,6 +87,21 @@ def test_admin_rejects_a_template_that_does_not_render(admin_client):
     assert "TemplateSyntaxError" in response.content.decode()
 
 
+def test_admin_refuses_a_template_over_the_render_budget_on_its_field(admin_client):
+    # Given a template of nested loops (10^8 iterations)
+    nested = "{% for a in '0123456789'|make_list %}" * 8 + "{{ a }}" + "{% endfor %}" * 8
+    # When staff save it in the admin
+    response = admin_client.post(
+        "/admin/campaigns/emailtemplate/add/", {"name": "heavy", "subject": "s", "body_text": nested, "body_html": ""}
+    )
+    # Then the form shows the budget's reason on the field, and nothing is stored
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["body_text"] == [
+        "over the render budget: more than 10,000 loop iterations"
+    ]
+    assert not EmailTemplate.objects.exists()
+
+
 def test_launched_campaign_page_shows_its_counts_and_links_read_only(admin_client):
     campaign = Campaign.objects.create(
         name="Sent one", template=EmailTemplateFactory(), status=CampaignStatus.COMPLETED, total=7, sent=6, failed=1
@@ -97,3 +112,28 @@ def test_launched_campaign_page_shows_its_counts_and_links_read_only(admin_clien
     assert "7 deliveries" in body and 'name="name"' not in body
     deliveries = admin_client.get(f"/admin/campaigns/delivery/?campaign__id__exact={campaign.pk}")
     assert deliveries.status_code == 200
+
+
+def test_template_edits_in_the_admin_are_in_the_audit_trail(admin_client):
+    from jobs.models import AuditEvent
+
+    # When staff create a template, change it, then delete it in the admin
+    created = admin_client.post(
+        "/admin/campaigns/emailtemplate/add/",
+        {"name": "welcome", "subject": "Hello {{ recipient.first_name }}", "body_text": "Hi", "body_html": ""},
+    )
+    assert created.status_code == 302, created.content[:500]
+    template = EmailTemplate.objects.get(name="welcome")
+    admin_client.post(
+        f"/admin/campaigns/emailtemplate/{template.pk}/change/",
+        {"name": "welcome", "subject": "Hi", "body_text": "Hi", "body_html": ""},
+    )
+    admin_client.post(f"/admin/campaigns/emailtemplate/{template.pk}/delete/", {"post": "yes"})
+
+    # Then each is recorded, through the admin, against that template
+    trail = list(AuditEvent.objects.order_by("at", "id").values_list("action", "via", "target_type", "target_id"))
+    assert trail == [
+        ("template-created", "admin", "email template", str(template.pk)),
+        ("template-changed", "admin", "email template", str(template.pk)),
+        ("template-deleted", "admin", "email template", str(template.pk)),
+    ]

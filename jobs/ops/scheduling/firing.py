@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from jobs.core.exceptions import UnknownJobType
+from jobs.core.origin import Origin
 from jobs.dispatch.registry import get_job_type
 from jobs.dispatch.services import start_job
 from jobs.models import ACTIVE_STATUSES
@@ -78,7 +79,7 @@ def fire(schedule: Schedule, fire_time: datetime, *, fired_by: str = FIRED_BY) -
                 logger.info("Schedule %s at %s skipped: its previous job is unfinished", schedule, fire_time)
                 return claim
             data = validate_payload(schedule.job_type, schedule.payload)
-            result = start_job(get_job_type(schedule.job_type), None, data)
+            result = start_job(get_job_type(schedule.job_type), None, data, origin=Origin.schedule(schedule.name))
             claim.job = result.job
             if not result.created:
                 # The job type answered with work already running for the same thing.

@@ -20,7 +20,9 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
+from jobs.core.access import may_control_jobs
 from jobs.core.exceptions import JobNotCancellable, JobNotRetryable
+from jobs.core.origin import Origin, Via
 from jobs.core.queues import queue_names
 from jobs.dispatch.registry import job_types
 from jobs.dispatch.services import cancel_job, retry_job
@@ -248,7 +250,15 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return format_html("<ul>{}</ul>{}", listed, all_link)
 
     # -- actions -----------------------------------------------------------------
-    @admin.action(description="Retry selected failed or cancelled jobs")
+    # Retry and cancel change jobs: they need jobs.change_job. has_change_permission is always False
+    # (the page is read-only), so each action checks the permission through one of its own.
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return may_control_jobs(request.user)
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return may_control_jobs(request.user)
+
+    @admin.action(description="Retry selected failed or cancelled jobs", permissions=["retry"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         valid = queryset.filter(status__in=RETRYABLE_STATUSES)
         skipped = queryset.count() - valid.count()
@@ -256,20 +266,20 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         for job in valid:
             try:
                 with transaction.atomic():
-                    retry_job(job)
+                    retry_job(job, origin=Origin.of_user(request.user, Via.ADMIN))
                 done += 1
             except JobNotRetryable:
                 skipped += 1
         self._report(request, f"Retried {done} job(s); skipped {skipped} not failed or cancelled.", done)
 
-    @admin.action(description="Cancel selected waiting or running jobs")
+    @admin.action(description="Cancel selected waiting or running jobs", permissions=["cancel"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         valid = queryset.filter(status__in=ACTIVE_STATUSES)
         skipped = queryset.count() - valid.count()
         done = 0
         for job in valid:
             try:
-                cancel_job(job)
+                cancel_job(job, origin=Origin.of_user(request.user, Via.ADMIN))
                 done += 1
             except JobNotCancellable:
                 skipped += 1

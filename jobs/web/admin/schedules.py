@@ -13,10 +13,18 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
+from jobs.core.origin import AuditAction, Origin, Via
 from jobs.models.schedule import Schedule, ScheduleFire
 from jobs.ops.scheduling.firing import run_now, validate_schedule
 from jobs.ops.scheduling.triggers import next_fire_time
+from jobs.state.audit import record_audit
 from jobs.web.admin.badges import job_status_badge
+
+
+def _audit(request: HttpRequest, action: AuditAction, schedules: QuerySet[Schedule]) -> None:
+    origin = Origin.of_user(request.user, Via.ADMIN)
+    for pk, name in schedules.values_list("pk", "name"):
+        record_audit(action, origin, "schedule", pk, {"name": name})
 
 
 class ScheduleForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -101,11 +109,13 @@ class ScheduleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.action(description="Pause selected schedules")
     def pause_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        _audit(request, AuditAction.PAUSE, queryset.filter(paused=False))
         done = queryset.filter(paused=False).update(paused=True, updated_at=timezone.now())
         self.message_user(request, f"Paused {done} schedule(s).", messages.SUCCESS)
 
     @admin.action(description="Resume selected paused schedules")
     def resume_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        _audit(request, AuditAction.RESUME, queryset.filter(paused=True))
         done = queryset.filter(paused=True).update(paused=False, updated_at=timezone.now())
         self.message_user(request, f"Resumed {done} schedule(s).", messages.SUCCESS)
 

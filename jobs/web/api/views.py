@@ -7,15 +7,17 @@ from typing import Any
 from django.db.models import QuerySet
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs.core.access import sees_everything, visible_to
+from jobs.core.access import may_set_high_priority, sees_everything, visible_to
+from jobs.core.enums import JobPriority
 from jobs.core.exceptions import JobNotCancellable, JobNotRetryable, UnknownJobType
+from jobs.core.origin import Origin, Via
 from jobs.dispatch import services
 from jobs.dispatch.estimates import humanize_duration
 from jobs.dispatch.registry import get_job_type
@@ -26,6 +28,8 @@ from jobs.web.api.serializers import (
     JobFilterSerializer,
     JobStatusSerializer,
 )
+from jobs.web.api.throttles import JobStartThrottle
+from jobs.web.api.tokens import TOO_MANY
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -38,9 +42,17 @@ def visible_jobs(request: Request) -> QuerySet[Job]:
 class JobStartView(APIView):
     """``POST /api/jobs/<type>``: record a job and answer 202 at once."""
 
+    throttle_classes = [JobStartThrottle]
+
     @extend_schema(
         request=OpenApiTypes.OBJECT,
-        responses={202: JobAcceptedSerializer},
+        responses={
+            202: JobAcceptedSerializer,
+            403: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="a staff-only job type, or `priority: high` without the permission"
+            ),
+            429: TOO_MANY,
+        },
         parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
         summary="Start a job of the given type",
     )
@@ -51,6 +63,8 @@ class JobStartView(APIView):
             raise NotFound(f"unknown job type {job_type!r}") from None
         if kind.staff_only and not sees_everything(request.user):
             raise PermissionDenied(f"{job_type} jobs are for staff only")
+        if kind.permission and not request.user.has_perm(kind.permission):
+            raise PermissionDenied(f"{job_type} jobs need the {kind.permission} permission")
         if not isinstance(request.data, dict):
             raise ValidationError({"non_field_errors": ["the body must be a JSON object"]})
         key = request.headers.get(IDEMPOTENCY_HEADER) or None
@@ -61,7 +75,18 @@ class JobStartView(APIView):
             raise ValidationError({IDEMPOTENCY_HEADER: ["must not contain NUL characters"]})
         payload = kind.payload_serializer()(data=request.data, context={"request": request})
         payload.is_valid(raise_exception=True)
-        outcome = services.start_job(kind, request.user, dict(payload.validated_data), idempotency_key=key)
+        if payload.validated_data.get("priority") == JobPriority.HIGH and not may_set_high_priority(request.user):
+            # A tenant's high-priority job would wait ahead of everyone else's: staff, or a granted permission.
+            raise PermissionDenied(
+                {"priority": ["only staff or users with the jobs.set_high_priority permission may set high"]}
+            )
+        outcome = services.start_job(
+            kind,
+            request.user,
+            dict(payload.validated_data),
+            idempotency_key=key,
+            origin=Origin.of_user(request.user, Via.API),
+        )
         job = outcome.job
         estimate = job.estimated_duration_s or kind.default_duration_s
         # The body already has JobAcceptedSerializer's shape (the schema
@@ -124,7 +149,7 @@ class JobCancelView(generics.GenericAPIView):  # type: ignore[type-arg]
     def post(self, request: Request, pk: str) -> Response:
         job = self.get_object()
         try:
-            job = services.cancel_job(job)
+            job = services.cancel_job(job, origin=Origin.of_user(request.user, Via.API))
         except JobNotCancellable as exc:
             return Response({"detail": f"cannot cancel: {exc}"}, status=status.HTTP_409_CONFLICT)
         return Response(JobStatusSerializer(job).data, status=status.HTTP_202_ACCEPTED)
@@ -142,7 +167,7 @@ class JobRetryView(generics.GenericAPIView):  # type: ignore[type-arg]
     def post(self, request: Request, pk: str) -> Response:
         job = self.get_object()
         try:
-            job = services.retry_job(job)
+            job = services.retry_job(job, origin=Origin.of_user(request.user, Via.API))
         except JobNotRetryable as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(JobStatusSerializer(job).data, status=status.HTTP_202_ACCEPTED)
