@@ -92,12 +92,13 @@ def setup_database(url: str | None, name: str) -> None:
 
 
 def staff_token(username: str = "bench-staff") -> str:
-    """A staff user's API token (Django must be set up)."""
+    """A new API token of a staff user (Django must be set up)."""
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+
+    from jobs.web.credentials import issue_token
 
     user, _ = get_user_model().objects.update_or_create(username=username, defaults={"is_staff": True})
-    return str(Token.objects.get_or_create(user=user)[0].key)
+    return issue_token(user)[1]
 
 
 def run_load(

@@ -75,3 +75,17 @@ def env_header(name: str) -> tuple[str, str] | None:
         raise ImproperEnvironment(f"{name} must look like X-Forwarded-Proto=https, got {raw!r}")
     key = header.upper().replace("-", "_")
     return (key if key.startswith("HTTP_") else f"HTTP_{key}", value)
+
+
+_RATE_PERIODS = ("s", "m", "h", "d")
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A request rate as DRF reads it, ``<n>/<second|minute|hour|day>``; ``off`` (or empty) gives None."""
+    raw = os.environ.get(name, default).strip().lower()
+    if raw in ("", "off", "none"):
+        return None
+    count, sep, period = raw.partition("/")
+    if not sep or not count.isdigit() or int(count) < 1 or not period or period[0] not in _RATE_PERIODS:
+        raise ImproperEnvironment(f"{name} must look like 30/minute (or off), got {raw!r}")
+    return raw

@@ -7,11 +7,12 @@ Every engine timing that tests need short is a setting here.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_float, env_header, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_header, env_int, env_list, env_rate, env_str
 from config.file_storage import default_file_storage
 from config.modes import PRODUCTION, development_secret_key, read_mode, refuse_unsafe_production
 
@@ -63,7 +64,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    # API tokens: digests, expiry, revocable per device (jobs/web/credentials.py).
+    "knox",
+    # Sign-in lockout per username and address (jobs/web/lockout.py).
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files of this host
     "django_dramatiq",
@@ -82,7 +86,40 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a sign-in form that django-axes refused into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Sign-in: passwords, lockout, API tokens --------------------------------
+# django-axes first: it refuses a locked-out username and address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "jobs.web.lockout.RequestLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# After this many failed sign-ins of one username from one address (admin, /accounts/login/,
+# POST /api/auth/token), that pair is refused (429) for AXES_COOLOFF_MINUTES; the same username
+# from any other address still signs in. A failure during the lockout starts the wait again.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 10)
+AXES_COOLOFF_MINUTES = env_float("AXES_COOLOFF_MINUTES", 15.0)
+AXES_COOLOFF_TIME = timedelta(minutes=AXES_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "jobs.web.lockout.lockout_page"
+# API tokens (django-rest-knox) expire this many hours after they are issued; each sign-in
+# (POST /api/auth/token, manage.py create_token) issues a new one. Not refreshed on use: that
+# would write to the database on every request.
+API_TOKEN_TTL_HOURS = env_float("API_TOKEN_TTL_HOURS", 24 * 30)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=API_TOKEN_TTL_HOURS),
+    "AUTO_REFRESH": False,
+    "AUTH_HEADER_PREFIX": "Token",
+}
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
@@ -226,9 +263,13 @@ STORAGES = {
 }
 
 # --- API ------------------------------------------------------------------
+# Request bodies over this size get 413 before they are read (config/body_limits.py);
+# multipart uploads to POST /api/documents are capped by DOCUMENT_MAX_UPLOAD_MB instead.
+REQUEST_MAX_BODY_MB = env_int("REQUEST_MAX_BODY_MB", 1)
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", REQUEST_MAX_BODY_MB * 1024 * 1024)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "jobs.web.credentials.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -236,6 +277,23 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "jobs.web.api.errors.json_exception_handler",
+    # jobs/web/api/throttles.py: "<n>/<second|minute|hour|day>", or "off".
+    "DEFAULT_THROTTLE_RATES": {
+        "login-address": env_rate("THROTTLE_LOGIN_ADDRESS", "30/minute"),
+        "login-username": env_rate("THROTTLE_LOGIN_USERNAME", "10/minute"),
+        "job-start": env_rate("THROTTLE_JOB_START", "600/minute"),
+        "upload": env_rate("THROTTLE_UPLOAD", "60/minute"),
+    },
+}
+# The throttles' counts, shared by every web process of every host.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{DRAMATIQ_NAMESPACE}:throttle",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Conveyor API",
@@ -254,6 +312,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # No badge fetched from swagger.io's online validator: nothing leaves the host.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    # The 413 that config.body_limits answers before Django reads a body.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.body_limits.schema_payload_too_large",
+    ],
 }
 
 # --- Email (Django's own names) ------------------------------------------
@@ -299,6 +362,14 @@ EMAIL_PROGRESS_INTERVAL_S = env_float("EMAIL_PROGRESS_INTERVAL_S", 0.5)
 # of them; only a crash of PostgreSQL itself can lose the last ~0.6 s of them, whose
 # messages would then be sent again. False: every status write waits for the flush.
 EMAIL_DELIVERY_ASYNC_COMMIT = env_bool("EMAIL_DELIVERY_ASYNC_COMMIT", True)
+# One render of an email template (subject and bodies together) stops, failing that
+# delivery or refusing the template at save, past any of these: loop iterations in all,
+# characters of output (also the largest value a filter may make), seconds.
+EMAIL_TEMPLATE_MAX_LOOP_ITERATIONS = env_int("EMAIL_TEMPLATE_MAX_LOOP_ITERATIONS", 10_000)
+EMAIL_TEMPLATE_MAX_OUTPUT_KB = env_int("EMAIL_TEMPLATE_MAX_OUTPUT_KB", 512)
+EMAIL_TEMPLATE_RENDER_TIMEOUT_S = env_float("EMAIL_TEMPLATE_RENDER_TIMEOUT_S", 1.0)
+# The name templates show as {{ site.name }}.
+SITE_NAME = env_str("SITE_NAME", "Conveyor")
 # The daily digest goes to users who logged in or started a job within this many days.
 DIGEST_ACTIVE_DAYS = env_int("DIGEST_ACTIVE_DAYS", 30)
 
@@ -312,6 +383,11 @@ DOCUMENT_CHILD_CPU_S = env_int("DOCUMENT_CHILD_CPU_S", 120)
 DOCUMENT_CHILD_TIMEOUT_S = env_float("DOCUMENT_CHILD_TIMEOUT_S", 180.0)
 # A page (at OCR_DPI) or an embedded image over this many pixels is refused before rendering.
 DOCUMENT_MAX_PAGE_PIXELS = env_int("DOCUMENT_MAX_PAGE_PIXELS", 80_000_000)
+# A PDF with more pages is refused at upload (400 naming `file`) and by OCR.
+DOCUMENT_MAX_PAGES = env_int("DOCUMENT_MAX_PAGES", 2000)
+# A page's text layer (pdftotext) is cut after this many KB. Dense print is ~10 KB a page; a
+# crafted font (one glyph, many characters) made a 51 KB PDF page give 2.9 MB of text.
+OCR_TEXT_LAYER_MAX_KB = env_int("OCR_TEXT_LAYER_MAX_KB", 64)
 OCR_DPI = env_int("OCR_DPI", 300)
 OCR_LANGUAGE = env_str("OCR_LANGUAGE", "eng")
 # Pages per page-range child job (each must finish within the queue's time limit).

@@ -23,6 +23,14 @@ _TEST_DEFAULTS = {
     "JOBS_PROGRESS_MIN_INTERVAL_S": "0.05",
     "JOBS_WATCHDOG_INTERVAL_S": "0.1",
     "CONN_MAX_AGE": "0",
+    # The suite signs in and starts jobs far faster than a person; tests/security/test_throttling.py
+    # starts its server with the production rates.
+    "THROTTLE_LOGIN_ADDRESS": "off",
+    "THROTTLE_LOGIN_USERNAME": "off",
+    "THROTTLE_JOB_START": "off",
+    "THROTTLE_UPLOAD": "off",
+    # Likewise sign-in lockout (django-axes); tests/security/test_lockout.py sets its own limit.
+    "AXES_FAILURE_LIMIT": "1000",
 }
 for _name, _value in _TEST_DEFAULTS.items():
     os.environ.setdefault(_name, _value)

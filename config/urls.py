@@ -3,10 +3,10 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
 from jobs.web.api.health import workers_health
 from jobs.web.api.metrics import metrics
+from jobs.web.api.tokens import RevokeAllTokens, RevokeToken, WebSocketTicket, obtain_auth_token
 
 urlpatterns = [
     # The queue overview lives under the admin (its login, its look); before admin/ so it is matched first.
@@ -15,6 +15,9 @@ urlpatterns = [
     path("workers/health", workers_health, name="workers-health"),
     path("metrics", metrics, name="metrics"),
     path("api/auth/token", obtain_auth_token, name="api-token"),
+    path("api/auth/logout", RevokeToken.as_view(), name="api-logout"),
+    path("api/auth/logout-all", RevokeAllTokens.as_view(), name="api-logout-all"),
+    path("api/auth/ws-ticket", WebSocketTicket.as_view(), name="api-ws-ticket"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # Redoc's own template links Google Fonts; ours loads nothing from outside the host.

@@ -30,8 +30,16 @@ from __future__ import annotations
 from jobs.core.access import may_see, sees_everything, visible_to
 from jobs.core.context import current_job
 from jobs.core.enums import ACTIVE_STATUSES, TERMINAL_STATUSES, JobPriority, JobStatus, StopReason
-from jobs.core.exceptions import JobCancelled, JobTimedOut, PermanentJobError, Reschedule, TransientJobError
+from jobs.core.exceptions import (
+    JobCancelled,
+    JobTimedOut,
+    PermanentJobError,
+    Reschedule,
+    TransientJobError,
+    readable_reason,
+)
 from jobs.core.files import local_copy, open_stream, save_local_file, scratch_dir, stored_size
+from jobs.core.origin import AuditAction, Origin, Via
 from jobs.core.queues import get_queue
 from jobs.dispatch.outcomes import ChildrenSummary, FailedChild, JobOutcome
 from jobs.dispatch.registry import JobPlan, JobType, default_plan, get_job_type, register_job_type
@@ -55,7 +63,11 @@ from jobs.ops.datasets.spec import (
 )
 from jobs.ops.reports import register_report_column
 from jobs.ops.scheduling import register_cleanup
+from jobs.state.audit import record_audit
 from jobs.web.admin.badges import Tone, status_badge
+from jobs.web.api.permissions import ModelPermissions
+from jobs.web.api.throttles import UploadThrottle
+from jobs.web.api.tokens import TOO_MANY as TOO_MANY_REQUESTS
 from jobs.web.downloads import stored_file_response
 from jobs.worker.actors import job_actor
 from jobs.worker.fanout import AwaitChildren, ChildJob, fan_out, report_parent_progress, set_parent_progress
@@ -71,6 +83,13 @@ from jobs.worker.isolation import (
 from jobs.worker.progress import progress, write_progress_of
 
 __all__ = [
+    "ModelPermissions",
+    "AuditAction",
+    "Origin",
+    "Via",
+    "record_audit",
+    "TOO_MANY_REQUESTS",
+    "UploadThrottle",
     "DATETIME",
     "INTEGER",
     "TEXT",
@@ -82,6 +101,7 @@ __all__ = [
     "choice",
     "get_dataset",
     "quoted_table",
+    "readable_reason",
     "register_dataset",
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",

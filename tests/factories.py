@@ -34,6 +34,13 @@ class EmailTemplateFactory(factory.django.DjangoModelFactory):
         model = "campaigns.EmailTemplate"
 
     name = factory.Sequence(lambda n: f"template {n}")
-    subject = "Hello {{ user.username }}"
-    body_text = "Dear {{ user.username }}, news from {{ campaign.name }}."
-    body_html = "<p>Dear {{ user.username }}</p>"
+    subject = "Hello {{ recipient.username }}"
+    body_text = "Dear {{ recipient.username }}, news from {{ campaign.name }}."
+    body_html = "<p>Dear {{ recipient.username }}</p>"
+
+
+def api_token(user: object) -> str:
+    """A new API token for ``user`` (knox: only its digest is stored), as a client sends it."""
+    from jobs.web.credentials import issue_token
+
+    return issue_token(user)[1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from jobs.dispatch.services import build_job, create_jobs
@@ -45,14 +44,22 @@ def test_token_endpoint_rejects_a_wrong_password_with_json(api, user):
     assert "errors" in response.json()
 
 
-def test_create_token_command_prints_the_users_token(user):
+def test_create_token_command_prints_a_token_that_signs_the_user_in(user):
     from io import StringIO
 
     from django.core.management import call_command
 
     out = StringIO()
-    call_command("create_token", user.username, stdout=out)
-    assert out.getvalue().strip() == Token.objects.get(user=user).key
+    call_command("create_token", user.username, stdout=out, stderr=StringIO())
+    token = out.getvalue().strip()
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/api/jobs").status_code == 200
+    # Only its digest is stored.
+    [stored] = user.auth_token_set.all()
+    assert token not in (stored.digest, stored.token_key)
+    assert stored.expiry is not None
 
 
 def test_posting_a_job_answers_202_with_its_id_and_estimate(staff_api):

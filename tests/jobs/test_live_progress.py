@@ -8,13 +8,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from rest_framework.authtoken.models import Token
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from jobs.dispatch.services import cancel_job
 from jobs.models import JobStatus
 from jobs.web.realtime.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from tests.factories import api_token
 from tests.jobs.helpers import start, wait_terminal
 from tests.web_server import WebServer, session_cookie
 
@@ -86,7 +86,7 @@ def warm_pool(pools: Callable[..., Any]) -> Any:
 
 def test_stream_receives_start_progress_in_order_and_completion(web_server, warm_pool, user):
     # Given the owner on their job stream, signed in with an API token
-    token = Token.objects.create(user=user).key
+    token = api_token(user)
     with socket(web_server, "/ws/jobs/", token=token) as ws:
         assert snapshots(ws) == []
         # When a canary of five steps runs
@@ -103,7 +103,7 @@ def test_stream_receives_start_progress_in_order_and_completion(web_server, warm
 def test_job_socket_sends_the_snapshot_then_progress_in_order(web_server, pools, user):
     # Given a waiting canary of five steps and its owner watching it with an API token
     job = canary_for(user, seconds=1, steps=5)
-    token = Token.objects.create(user=user).key
+    token = api_token(user)
     with socket(web_server, f"/ws/jobs/{job.id}/", token=token) as ws:
         [first] = snapshots(ws)
         # When a worker starts and runs it
@@ -151,7 +151,7 @@ def test_a_user_receives_nothing_of_another_users_job(web_server, pools, user, o
 
 def test_staff_stream_receives_every_users_jobs(web_server, warm_pool, user, staff):
     # Given staff on the all-jobs stream (signed in by token)
-    token = Token.objects.create(user=staff).key
+    token = api_token(staff)
     with socket(web_server, "/ws/jobs/", token=token) as stream:
         snapshots(stream)
         # When a user's job runs

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from campaigns.models import EmailTemplate
 from exports.models import Export
 from jobs.models import Job, JobStatus
-from tests.factories import DocumentFactory, EmailTemplateFactory, UserFactory
+from tests.factories import DocumentFactory, EmailTemplateFactory, UserFactory, api_token
 
 
 @dataclass
@@ -52,7 +51,7 @@ def _job(owner: Any, status: str) -> Job:
 def _holdings(user: Any) -> Holdings:
     holdings = Holdings(
         user=user,
-        token=Token.objects.create(user=user).key,
+        token=api_token(user),
         queued_job=_job(user, JobStatus.QUEUED),
         failed_job=_job(user, JobStatus.FAILED),
         document=DocumentFactory(owner=user),
@@ -83,6 +82,6 @@ def world(db: None) -> World:
         user_a=_holdings(UserFactory()),
         user_b=_holdings(UserFactory()),
         staff=staff,
-        staff_token=Token.objects.create(user=staff).key,
+        staff_token=api_token(staff),
         template=cast(EmailTemplate, EmailTemplateFactory()),
     )

@@ -38,6 +38,10 @@ ROLES = ["anonymous", "user_a", "user_b", "staff"]
 # (method, schema path) -> the status each role gets on user A's rows.
 API_EXPECTATIONS: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/api/auth/token"): {"anonymous": 200, "user_a": 200, "user_b": 200, "staff": 200},
+    # Each revokes the caller's own tokens: nothing of user A's is reachable through them.
+    ("POST", "/api/auth/logout"): {"anonymous": 401, "user_a": 204, "user_b": 204, "staff": 204},
+    ("POST", "/api/auth/logout-all"): {"anonymous": 401, "user_a": 204, "user_b": 204, "staff": 204},
+    ("POST", "/api/auth/ws-ticket"): {"anonymous": 401, "user_a": 200, "user_b": 200, "staff": 200},
     ("GET", "/api/jobs"): {"anonymous": 401, "user_a": 200, "user_b": 200, "staff": 200},
     ("GET", "/api/jobs/{id}"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
     ("GET", "/api/jobs/{id}/status"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
@@ -48,6 +52,7 @@ API_EXPECTATIONS: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/api/documents"): {"anonymous": 401, "user_a": 200, "user_b": 200, "staff": 200},
     ("POST", "/api/documents"): {"anonymous": 401, "user_a": 201, "user_b": 201, "staff": 201},
     ("GET", "/api/documents/{id}"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
+    ("GET", "/api/documents/{id}/pages"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
     ("GET", "/api/documents/{id}/text"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
     ("GET", "/api/documents/{id}/file"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
     ("GET", "/api/documents/{id}/thumbnails/{size}"): {"anonymous": 401, "user_a": 200, "user_b": 404, "staff": 200},
@@ -128,6 +133,9 @@ def _api_call(world: World, method: str, path: str) -> tuple[str, dict[str, Any]
     template_body = {"name": "news", "subject": "Hi {{ user.username }}", "body_text": "Hello", "body_html": ""}
     bodies: dict[tuple[str, str], tuple[dict[str, Any], str | None]] = {
         ("POST", "/api/auth/token"): ({"username": a.user.username, "password": "secret-pass-123"}, "json"),
+        ("POST", "/api/auth/logout"): ({}, "json"),
+        ("POST", "/api/auth/logout-all"): ({}, "json"),
+        ("POST", "/api/auth/ws-ticket"): ({}, "json"),
         ("POST", "/api/documents"): ({"file": _pdf_upload()}, "multipart"),
         ("POST", "/api/email-templates"): (template_body, "json"),
         ("PUT", "/api/email-templates/{id}"): (template_body, "json"),
@@ -328,14 +336,16 @@ def _draft_campaign(world: World) -> Campaign:
 
 def _admin_rows(world: World) -> dict[type, Any]:
     """One row of every model registered in the admin (a new registration fails until it has one here)."""
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
     from django.contrib.auth.models import Group
     from django.utils import timezone
     from django_apscheduler.models import DjangoJob, DjangoJobExecution
     from django_dramatiq.models import Task
-    from rest_framework.authtoken.models import TokenProxy
+    from knox.models import AuthToken
 
     from jobs.models import Job
     from jobs.models.alert import Alert
+    from jobs.models.audit import AuditEvent
     from jobs.models.schedule import Schedule, ScheduleFire
 
     campaign = _draft_campaign(world)
@@ -351,7 +361,14 @@ def _admin_rows(world: World) -> dict[type, Any]:
         type(world.user_a.document): world.user_a.document,
         type(world.user_a.user): world.user_a.user,
         Group: Group.objects.create(name="proof"),
-        TokenProxy: TokenProxy.objects.get(user=world.user_a.user),
+        AuthToken: AuthToken.objects.filter(user=world.user_a.user).first(),
+        AccessAttempt: AccessAttempt.objects.create(
+            username="proof", ip_address="192.0.2.1", user_agent="", get_data="", post_data="", failures_since_start=1
+        ),
+        AccessLog: AccessLog.objects.create(username="proof", ip_address="192.0.2.1", user_agent=""),
+        AccessFailureLog: AccessFailureLog.objects.create(
+            username="proof", ip_address="192.0.2.1", user_agent="", locked_out=False
+        ),
         Schedule: schedule,
         ScheduleFire: ScheduleFire.objects.create(schedule=schedule, fire_time=timezone.now(), outcome="enqueued"),
         DjangoJob: apscheduler_job,
@@ -360,6 +377,9 @@ def _admin_rows(world: World) -> dict[type, Any]:
         ),
         Task: Task.tasks.create(id=message.message_id, message_data=message.encode(), actor_name="canary"),
         Alert: Alert.objects.create(rule="backlog", subject="maintenance", summary="proof"),
+        AuditEvent: AuditEvent.objects.create(
+            action="pause", via="command", target_type="queue", target_id="maintenance"
+        ),
     }
     return rows
 

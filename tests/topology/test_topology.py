@@ -355,7 +355,7 @@ def test_a_worker_host_killed_halfway_loses_nothing_and_runs_nothing_twice(netwo
             documents.append(response.json()["id"])
         template = op.call(
             deploy.api, "POST", "/api/email-templates",
-            json={"name": "topology", "subject": "Hello {{ user.username }}", "body_text": "Your documents are ready."},
+            json={"name": "topology", "subject": "Hi {{ recipient.username }}", "body_text": "Documents ready."},
         )  # fmt: skip
         assert template.status_code == 201, template.text
         requests_to_start = [

@@ -1,4 +1,4 @@
-"""``manage.py create_token <username>``: print an API token for a user."""
+"""``manage.py create_token <username>``: print a new API token for a user."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework.authtoken.models import Token
+
+from jobs.web.credentials import issue_token
 
 
 class Command(BaseCommand):
-    help = "Print the API token of a user (created when missing); send it as 'Authorization: Token <token>'."
+    help = (
+        "Print a new API token for a user (valid API_TOKEN_TTL_HOURS; send it as 'Authorization: Token <token>'). "
+        "Only its digest is stored: it cannot be shown again."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("username")
@@ -21,5 +25,7 @@ class Command(BaseCommand):
             user = user_model.objects.get(username=options["username"])
         except user_model.DoesNotExist:
             raise CommandError(f"no user named {options['username']!r}") from None
-        token, _ = Token.objects.get_or_create(user=user)
-        self.stdout.write(token.key)
+        instance, token = issue_token(user)
+        self.stdout.write(token)
+        if instance.expiry is not None:
+            self.stderr.write(f"valid until {instance.expiry.isoformat(timespec='seconds')}")

@@ -5,7 +5,8 @@ or updated (password, staff and superuser flags). With only
 ``ADMIN_USERNAME`` set, the account is created with a generated password if
 it does not exist. With neither, and no superuser in the database, ``admin``
 is created with a generated password. A generated password is printed once;
-an existing account's password is never printed nor changed.
+an existing account's password is never printed nor changed. ``ADMIN_PASSWORD`` must pass
+``AUTH_PASSWORD_VALIDATORS``: a weak one stops the command with the validators' reasons.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import secrets
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,11 @@ class Command(BaseCommand):
                 if password:
                     user.set_password(password)
                 created = False
+            if password:
+                try:
+                    validate_password(password, user)
+                except ValidationError as exc:
+                    raise CommandError(f"ADMIN_PASSWORD is too weak: {' '.join(exc.messages)}") from None
             user.is_staff = True
             user.is_superuser = True
             user.is_active = True
