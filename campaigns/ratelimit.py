@@ -171,7 +171,8 @@ class SendPermits:
             if grant.permits:
                 return
             if grant.retry_after_s > self.max_wait_s:
-                delay = grant.retry_after_s + random.uniform(0, min(5.0, grant.retry_after_s / 10))
+                # Jitter that spreads deferred batches apart; nothing here needs unpredictability.
+                delay = grant.retry_after_s + random.uniform(0, min(5.0, grant.retry_after_s / 10))  # noqa: S311
                 raise SendingDeferred(
                     delay,
                     f"Waiting for the rate limit ({self.limiter.limit} per {self.limiter.window_s:g} s)",

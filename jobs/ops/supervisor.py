@@ -298,7 +298,8 @@ class Supervisor:
         child.group_killed = False
         child.started_at = time.monotonic()
         try:
-            proc = subprocess.Popen(
+            # argv comes from the supervisor's own specs (this virtualenv's python and manage.py), no shell.
+            proc = subprocess.Popen(  # noqa: S603
                 argv,
                 cwd=spec.cwd,
                 env=env,
@@ -317,7 +318,8 @@ class Supervisor:
         if spec.nice:
             _lower_session_priority(proc.pid, spec.nice, spec.name)
         logger.info("started %s (pid %d): %s", spec.name, proc.pid, " ".join(argv))
-        assert proc.stdout is not None
+        if proc.stdout is None:  # Popen was given stdout=PIPE: never, unless that changes
+            raise RuntimeError(f"{spec.name}: no output pipe to read")
         child.reader = threading.Thread(
             target=self._copy_output, args=(spec.name, proc.stdout), name="output-" + spec.name, daemon=True
         )

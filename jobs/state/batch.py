@@ -107,7 +107,8 @@ def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[dic
     # running it).
     if claims:
         parts.append(
-            f"claimed AS (UPDATE {_table()} AS j SET status = '{_ACTIVE}', attempts = j.attempts + 1, "
+            # The table name comes from the model and the statuses from JobStatus; values are parameters.
+            f"claimed AS (UPDATE {_table()} AS j SET status = '{_ACTIVE}', attempts = j.attempts + 1, "  # noqa: S608
             "worker_id = v.worker, started_at = %s, updated_at = %s, next_attempt_at = NULL "
             "FROM unnest(%s::uuid[], %s::integer[], %s::text[]) AS v(id, expected, worker) "
             f"WHERE j.id = v.id AND j.attempts = v.expected AND j.status IN ({_WAITING_SQL}) "
@@ -122,7 +123,8 @@ def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[dic
         ]
     if completions:
         parts.append(
-            f"completed AS (UPDATE {_table()} AS j SET status = '{_COMPLETED}', progress = 100, result = v.result, "
+            # The table name comes from the model and the statuses from JobStatus; values are parameters.
+            f"completed AS (UPDATE {_table()} AS j SET status = '{_COMPLETED}', progress = 100, result = v.result, "  # noqa: S608
             "progress_data = COALESCE(v.data, j.progress_data), finished_at = %s, updated_at = %s "
             "FROM unnest(%s::uuid[], %s::text[], %s::text[]::jsonb[], %s::text[]::jsonb[]) "
             "AS v(id, worker, result, data) "
@@ -176,7 +178,8 @@ def _claim_rows(rows: list[Claim]) -> set[str]:
     with connection.cursor() as cursor:
         for row in rows:
             cursor.execute(
-                f"UPDATE {_table()} SET status = '{_ACTIVE}', attempts = attempts + 1, worker_id = %s, "
+                # The table name comes from the model and the statuses from JobStatus; values are parameters.
+                f"UPDATE {_table()} SET status = '{_ACTIVE}', attempts = attempts + 1, worker_id = %s, "  # noqa: S608
                 "started_at = %s, updated_at = %s, next_attempt_at = NULL "
                 "WHERE id = %s AND attempts = %s AND status IN (%s, %s, %s)",
                 [row.worker_id, at, at, _db_id(row.job_id), row.expected_attempts, *_WAITING],
@@ -195,7 +198,8 @@ def _complete_rows(rows: list[Completion]) -> set[str]:
             data_sql = "progress_data = %s, " if row.progress_data is not None else ""
             data = [_json(row.progress_data)] if row.progress_data is not None else []
             cursor.execute(
-                f"UPDATE {_table()} SET status = '{_COMPLETED}', progress = 100, {data_sql}result = %s, "
+                # The table name comes from the model and the statuses from JobStatus; values are parameters.
+                f"UPDATE {_table()} SET status = '{_COMPLETED}', progress = 100, {data_sql}result = %s, "  # noqa: S608
                 f"finished_at = %s, updated_at = %s WHERE id = %s AND status = '{_ACTIVE}' AND worker_id = %s",
                 [*data, _json(row.result), at, at, _db_id(row.job_id), row.worker_id],
             )

@@ -90,7 +90,8 @@ def take_over(job_id: str, dead_worker_id: str, worker_id: str) -> bool:
 def record_progress(job_id: str, percent: int, data: dict[str, Any]) -> bool:
     """Write progress; False when the job is no longer running or a cancel was asked."""
     return _execute(
-        f"UPDATE {Job._meta.db_table} SET progress = %s, progress_data = %s, updated_at = %s "
+        # The table name comes from the model; values are parameters.
+        f"UPDATE {Job._meta.db_table} SET progress = %s, progress_data = %s, updated_at = %s "  # noqa: S608
         "WHERE id = %s AND status = %s AND cancel_requested_at IS NULL",
         [
             max(0, min(100, int(percent))),

@@ -83,7 +83,8 @@ class Command(BaseCommand):
         if Role.WEB in roles:
             host = os.environ.get("HOST", "127.0.0.1")
             port = os.environ.get("PORT", "8000")
-            base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
+            # A comparison that prints localhost for a wildcard address, not a bind.
+            base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"  # noqa: S104
             out.write(f"  web        {base}/")
             out.write(f"  admin      {base}/admin/")
             out.write(f"  API docs   {base}/api/docs/")

@@ -19,7 +19,8 @@ class WebhookFailed(Exception):
 
 
 def _post_once(url: str, payload: dict[str, Any]) -> None:
-    request = urllib.request.Request(
+    # The operator's own webhook URL from the settings (SLACK_WEBHOOK_URL, PAGER_WEBHOOK_URL).
+    request = urllib.request.Request(  # noqa: S310
         url,
         data=json.dumps(payload).encode(),
         headers={"Content-Type": "application/json"},
