@@ -111,6 +111,8 @@ AXES_COOLOFF_TIME = timedelta(minutes=AXES_COOLOFF_MINUTES)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "jobs.web.lockout.lockout_page"
+# Its start-up banner would open every process's log; lockouts are still logged.
+AXES_VERBOSE = False
 # API tokens (django-rest-knox) expire this many hours after they are issued; each sign-in
 # (POST /api/auth/token, manage.py create_token) issues a new one. Not refreshed on use: that
 # would write to the database on every request.

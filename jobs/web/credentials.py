@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from knox.auth import TokenAuthentication
 from knox.models import AuthToken
 
@@ -34,6 +35,21 @@ class ExpiringTokenAuthentication(TokenAuthentication):
             auth_token.delete()
             return True
         return False
+
+
+class ExpiringTokenScheme(OpenApiAuthenticationExtension):
+    """How the API schema (and Swagger UI's Authorize button) describes these tokens."""
+
+    target_class = ExpiringTokenAuthentication
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": 'An API token from POST /api/auth/token, sent as "Token <token>"; it expires.',
+        }
 
 
 def issue_token(user: Any) -> tuple[AuthToken, str]:
