@@ -194,7 +194,7 @@ class Host:
         _remove_cgroup(self.cgroup)
 
     # -- commands -------------------------------------------------------------
-    def _argv(self, argv: Sequence[str]) -> list[str]:
+    def _argv(self, argv: Sequence[str], wd: Path = ROOT) -> list[str]:
         return [
             *self._in_cgroup(),
             "nsenter",
@@ -204,16 +204,18 @@ class Host:
             "--mount",
             "--uts",
             "--pid",
-            f"--wd={ROOT}",
+            f"--wd={wd}",
             "--",
             *argv,
         ]
 
-    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_name: str) -> subprocess.Popen[bytes]:
-        """Start a long-running process on the host; its output goes to ``<logs>/<log_name>.log``."""
+    def spawn(
+        self, argv: Sequence[str], env: Mapping[str, str], log_name: str, wd: Path = ROOT
+    ) -> subprocess.Popen[bytes]:
+        """Start a long-running process on the host in ``wd``; its output goes to ``<logs>/<log_name>.log``."""
         with open(self.logs / f"{log_name}.log", "ab") as log:
             proc = subprocess.Popen(
-                self._argv(argv),
+                self._argv(argv, wd),
                 env=dict(env),
                 cwd=ROOT,
                 stdout=log,
@@ -223,10 +225,10 @@ class Host:
         self.processes.append(proc)
         return proc
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str], timeout: float = 120) -> str:
-        """Run a command on the host to completion; its output, or an AssertionError with it."""
+    def run(self, argv: Sequence[str], env: Mapping[str, str], timeout: float = 120, wd: Path = ROOT) -> str:
+        """Run a command on the host to completion in ``wd``; its output, or an AssertionError with it."""
         result = subprocess.run(
-            self._argv(argv),
+            self._argv(argv, wd),
             env=dict(env),
             cwd=ROOT,
             capture_output=True,

@@ -47,6 +47,9 @@ pytestmark = [pytest.mark.topology, pytest.mark.timeout(420)]
 
 #: Debian's PostgreSQL server programs (the newest installed version).
 PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)).parent
+#: The postgres user's programs start in a directory it may enter (the checkout may be a 0700
+#: temporary directory: initdb then cannot find its own postgres).
+POSTGRES_WD = Path("/")
 PG_PORT, REDIS_PORT, S3_PORT, SMTP_PORT, WEB_PORT = 5432, 6379, 9000, 2525, 8000
 BUCKET = "conveyor-topology"
 NAMESPACE = "conveyor-topology"
@@ -157,6 +160,7 @@ class Deployment:
                 f"echo 'host all all {self.net.subnet}.0/24 scram-sha-256' >> {pg}/pg_hba.conf",
             ],
             root,
+            wd=POSTGRES_WD,
         )
         host.spawn(
             [
@@ -184,6 +188,7 @@ class Deployment:
             ],
             root,
             "postgres",
+            wd=POSTGRES_WD,
         )
         host.spawn(
             [
@@ -228,6 +233,7 @@ class Deployment:
                 "conveyor",
             ],
             root,
+            wd=POSTGRES_WD,
         )
         self.operator.call(wait_until, lambda: self.redis().ping(), 30, "Redis on the data host")
         self.operator.call(wait_until, self._make_bucket, 30, "the S3 server on the data host")
