@@ -35,6 +35,31 @@ _TEST_DEFAULTS = {
 for _name, _value in _TEST_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 
+
+def _isolate_parallel_worker() -> None:
+    """Under ``pytest -n``, give each pytest worker its own Redis database, key prefix and var/ dir.
+
+    pytest-django already gives each one its own test database. The rest is
+    shared by name, so two workers would otherwise read each other's messages,
+    rate-limit windows and stored files. The worker pools and web servers a
+    test starts inherit this environment; the marker variable keeps them from
+    applying the suffix a second time.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker or os.environ.get("CONVEYOR_TEST_WORKER") == worker:
+        return
+    index = int(worker.removeprefix("gw"))
+    base, _, database = os.environ["REDIS_URL"].rpartition("/")
+    # Counting down from the configured database (15 by default), which no `make run` uses.
+    os.environ["REDIS_URL"] = f"{base}/{int(database or 0) - index}"
+    os.environ["DRAMATIQ_NAMESPACE"] = f"{os.environ['DRAMATIQ_NAMESPACE']}-{worker}"
+    var_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", f"test-{worker}")
+    os.environ.setdefault("CONVEYOR_VAR_DIR", var_dir)
+    os.environ["CONVEYOR_TEST_WORKER"] = worker
+
+
+_isolate_parallel_worker()
+
 from config.settings import *  # noqa: E402,F403
 from config.settings import INSTALLED_APPS, STORAGES  # noqa: E402
 

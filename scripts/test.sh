@@ -29,8 +29,13 @@ CONVEYOR_ENV=production DJANGO_SETTINGS_MODULE=config.settings \
   ALLOWED_HOSTS=conveyor.example.com DATABASE_URL=postgres://postgres@127.0.0.1:5432/conveyor \
   .venv/bin/python manage.py check --deploy --fail-level WARNING
 echo "== pytest (PostgreSQL)"
+# In parallel processes (pytest-xdist), a test file per process at a time: most tests spend
+# their time waiting on the worker pools and servers they start, so three processes on two
+# cores halve the wall time. config/settings_test.py gives each its own Redis database,
+# key prefix and var/ directory; pytest-django its own test database. TEST_PROCESSES=0
+# runs everything in this one process.
 status=0
-.venv/bin/pytest "$@" || status=$?
+.venv/bin/pytest -n "${TEST_PROCESSES:-3}" --dist loadfile "$@" || status=$?
 
 # `make run` uses SQLite unless DATABASE_URL says otherwise, so the API and
 # worker end-to-end subset (state writes, sending, exports) runs on SQLite too.

@@ -24,6 +24,8 @@ def _post(client, query_params, export_format="csv"):
         ({"dataset": "jobs", "ordering": "-arguments"}, "ordering", "'-arguments'"),
         ({"dataset": "jobs", "filters": {"created_after": "yesterday"}}, "filters", "'created_after'"),
         ({"dataset": "jobs", "filters": {"status": ["done"]}}, "filters", "'status'"),
+        ({"dataset": "documents", "filters": {"min_pages": "1" + "0" * 30}}, "filters", "'min_pages'"),
+        ({"dataset": "jobs", "filters": {"owner_id": -(2**63) - 1}}, "filters", "'owner_id'"),
     ],
 )
 def test_unknown_names_answer_400_naming_the_offender(user_api, query_params, field, offender):

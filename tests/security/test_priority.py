@@ -51,7 +51,8 @@ def test_a_tenant_asking_for_high_priority_gets_a_403_naming_the_field_and_no_jo
 
     # Then they are refused, the answer names the field, and nothing was queued
     assert response.status_code == 403, response.text
-    assert "priority" in response.json()
+    assert "priority" in response.json()["errors"]
+    assert response.json()["detail"] == "You do not have permission to perform this action: priority"
     assert not Job.objects.filter(type="pdf-ocr").exists()
     # And the same request at normal priority is accepted
     normal = requests.post(

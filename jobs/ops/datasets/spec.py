@@ -64,9 +64,16 @@ def _integer(raw: Any) -> int:
     if isinstance(raw, bool):
         raise ValueError("must be an integer")
     try:
-        return int(raw)
+        value = int(raw)
     except (TypeError, ValueError):
         raise ValueError("must be an integer") from None
+    if not -_INTEGER_LIMIT <= value < _INTEGER_LIMIT:
+        # Past 64 bits the database driver raises at export time: a retry, then "unexpected error".
+        raise ValueError("must be between -2^63 and 2^63 - 1")
+    return value
+
+
+_INTEGER_LIMIT = 2**63
 
 
 def _datetime(raw: Any) -> str:

@@ -23,7 +23,11 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
         fields = ", ".join(str(name) for name in errors)
         response.data = {"detail": f"invalid input: {fields}", "errors": errors}
     elif isinstance(response.data, dict) and "detail" not in response.data:
-        response.data = {"detail": str(exc), **response.data}
+        # A refusal that names fields (a 403 on `priority`): the shape of a validation error, so
+        # the detail reads as a sentence instead of the repr of DRF's error dict.
+        fields = ", ".join(str(name) for name in response.data)
+        refusal = str(getattr(exc, "default_detail", "refused")).rstrip(".")
+        response.data = {"detail": f"{refusal}: {fields}", "errors": response.data}
     return response
 
 
