@@ -287,16 +287,6 @@ REST_FRAMEWORK = {
         "upload": env_rate("THROTTLE_UPLOAD", "60/minute"),
     },
 }
-# The throttles' counts, shared by every web process of every host.
-CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "throttle": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": f"{DRAMATIQ_NAMESPACE}:throttle",
-        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
-    },
-}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Conveyor API",
     "DESCRIPTION": "Background jobs for documents, campaigns and exports.",

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import requests
 
+from jobs.web.api.throttles import seconds_until_allowed
 from tests.documents.pdfs import text_pdf_bytes
 from tests.factories import UserFactory
-from tests.web_server import WebServer
+from tests.web_server import WebServer, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PASSWORD = "secret-pass-123"  # tests/factories.py
@@ -85,3 +86,41 @@ def test_uploads_are_throttled_per_user_and_listing_is_not(server):
 
     assert codes == [201, 201, 201, 429], codes
     assert requests.get(f"{server.url}/api/documents", headers=headers, timeout=10).status_code == 200
+
+
+def test_with_redis_unreachable_sign_in_is_served_not_throttled_or_failed(transactional_db):
+    # Given a server with the production rates whose Redis does not answer (nothing listens on the port)
+    server = WebServer(env={**RATES, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}).start()
+    try:
+        victim = UserFactory()
+        # When a client signs in more often than the per-username rate allows
+        codes = [_sign_in(server, victim.username, f"guess-{n}").status_code for n in range(12)]
+        # Then every attempt is answered as if no throttle ran (the throttle guards the server, it must not fail it)
+        assert codes == [400] * 12, codes
+        assert _sign_in(server, victim.username, PASSWORD).status_code == 200
+        assert "could not count a request" in server.log()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "elapsed", "expected"),
+    [
+        # The window before was quiet and this one is full: wait until enough of this one has slid out.
+        (0, 10, 0.5, 36.0),
+        # The window before was full and nothing came since: its weight has fallen enough already.
+        (10, 0, 0.2, 0.0),
+        # Both count: wait until the window before weighs little enough, still within this window.
+        (10, 5, 0.2, 24.0),
+    ],
+)
+def test_retry_after_is_when_the_sliding_window_has_room_again(previous, current, elapsed, expected):
+    # Given a limit of 10 a minute, a window before with `previous` requests and this one with `current`
+    waited = seconds_until_allowed(previous, current, 10, elapsed, 60)
+    # Then one more request fits after exactly the time computed, and not before
+    assert waited == pytest.approx(expected)
+    later = elapsed + waited / 60
+    if later < 1:
+        assert previous * (1 - later) + current + 1 <= 10 + 1e-9
+    else:
+        assert current * (1 - (later - 1)) + 1 <= 10 + 1e-9
