@@ -98,7 +98,12 @@ class WorkerPool:
             start_new_session=True,
         )
         log.close()
-        wait_for(lambda: len(self.worker_processes()) >= self.processes, 30, 0.1, "worker processes to start")
+        try:
+            wait_for(lambda: len(self.worker_processes()) >= self.processes, 30, 0.1, "worker processes to start")
+        except BaseException:
+            # Not handed to the test, so nothing else would stop it: it would outlive the test.
+            self.stop()
+            raise
         return self
 
     def worker_processes(self) -> list[psutil.Process]:
@@ -109,7 +114,14 @@ class WorkerPool:
         except psutil.NoSuchProcess:
             return []
         # The main process also starts a log-watcher thread only; its children are worker processes.
-        return [child for child in children if "rundramatiq" not in " ".join(child.cmdline()[:1])]
+        workers = []
+        for child in children:
+            try:
+                if "rundramatiq" not in " ".join(child.cmdline()[:1]):
+                    workers.append(child)
+            except psutil.NoSuchProcess:
+                continue  # exited between the listing and the read (a worker restarting, or shutting down)
+        return workers
 
     def kill_worker(self) -> int:
         """kill -9 one worker process (its pool's main process then shuts down)."""

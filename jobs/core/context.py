@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,3 +61,15 @@ def unregister_child(pid: int) -> None:
     if job is not None:
         with registry_lock:
             job.children.discard(pid)
+
+
+def drop_queued_stop() -> None:
+    """Drop a stop the watchdog queued for this thread and that has not landed yet.
+
+    Call it holding ``registry_lock`` (the watchdog queues its exception under it).
+    An asynchronous exception lands at the thread's next bytecode, wherever that
+    is: once the run has ended on its own (a stop the job thread raised itself,
+    or the actor returning), it would land in Dramatiq's own handling and kill
+    the worker thread, leaving the job ``active`` under a live worker.
+    """
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)

@@ -52,6 +52,8 @@ class StopReason(StrEnum):
     CANCELLED_BEFORE_RUN = "cancelled before it ran"
     CANCELLED_WHILE_RUNNING = "cancelled while running"
     CANCELLED_WITH_CHILDREN = "cancelled while its children ran"
+    #: Past the shutdown grace: the run is interrupted and its job requeued, not cancelled.
+    SHUTTING_DOWN = "worker shutting down"
 
     @staticmethod
     def timed_out(limit_s: int | float | None) -> str:

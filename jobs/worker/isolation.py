@@ -28,8 +28,8 @@ import psutil
 from dramatiq.common import q_name
 
 from jobs.core.context import current_job, register_child, unregister_child
-from jobs.core.enums import StopReason
-from jobs.core.exceptions import JobCancelled, JobError, JobTimedOut, PermanentJobError, readable_reason
+from jobs.core.exceptions import JobError, PermanentJobError, readable_reason
+from jobs.worker.stopping import raise_stop
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +58,7 @@ def _limits(memory_limit_mb: int | None, cpu_limit_s: int | None) -> Callable[[]
 def _raise_if_stopped() -> None:
     job = current_job()
     if job is not None and job.stop_reason:
-        if StopReason.is_timeout(job.stop_reason):
-            raise JobTimedOut(job.stop_reason)
-        raise JobCancelled(job.stop_reason)
+        raise_stop(job, job.stop_reason)
 
 
 def run_command(

@@ -16,8 +16,8 @@ from django.conf import settings
 
 from jobs.core.context import RunningJob, current_job
 from jobs.core.enums import StopReason
-from jobs.core.exceptions import JobCancelled
 from jobs.state import events, transitions
+from jobs.worker.stopping import raise_stop
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def progress(percent: float, message: str = "", *, force: bool = False, **data: 
     if job is None:
         return
     if job.stop_reason:
-        raise JobCancelled(job.stop_reason)
+        raise_stop(job, job.stop_reason)
     payload = dict(data)
     if message:
         payload["message"] = message
@@ -44,7 +44,7 @@ def progress(percent: float, message: str = "", *, force: bool = False, **data: 
         return
     job.pending_progress = None
     if not write_progress(job, int(percent), payload):
-        raise JobCancelled(job.stop_reason)
+        raise_stop(job, StopReason.CANCELLED_WHILE_RUNNING)
 
 
 def write_progress(job: RunningJob, percent: int, payload: dict[str, Any]) -> bool:
@@ -52,7 +52,8 @@ def write_progress(job: RunningJob, percent: int, payload: dict[str, Any]) -> bo
 
     job.last_progress_write = time.monotonic()
     if not transitions.record_progress(job.job_id, percent, payload):
-        job.stop_reason = job.stop_reason or StopReason.CANCELLED_WHILE_RUNNING
+        # The caller stops the run (raise_stop in its thread, the watchdog's stop from its own):
+        # setting the reason here would make the watchdog think the stop was already delivered.
         return False
     events.publish_progress(job.job_id, percent, payload)
     return True

@@ -23,7 +23,7 @@ from dramatiq.middleware import Middleware
 from dramatiq.middleware.shutdown import Shutdown
 from dramatiq.threading import raise_thread_exception
 
-from jobs.core.context import RunningJob, current_job
+from jobs.core.context import RunningJob, current_job, drop_queued_stop
 from jobs.core.context import registry_lock as _registry_lock
 from jobs.core.enums import StopReason
 from jobs.core.exceptions import JobCancelled, JobTimedOut
@@ -81,6 +81,8 @@ class JobWatchdog(Middleware):
     ) -> None:
         with _registry_lock:
             job = _running.pop(message.message_id, None)
+            # From here the watchdog cannot stop this run; a stop it queued just before must not land later.
+            drop_queued_stop()
         if job is not None:
             kill_children(job)
 
@@ -102,7 +104,7 @@ class JobWatchdog(Middleware):
                         self._stop(job, JobTimedOut, StopReason.timed_out(job.time_limit_s))
                 if self._shutdown_at is not None and now >= self._shutdown_at:
                     for job in running:
-                        self._stop(job, Shutdown, "worker shutting down")
+                        self._stop(job, Shutdown, StopReason.SHUTTING_DOWN)
                 if now - last_cancel_check >= interval:
                     last_cancel_check = now
                     self._stop_cancelled(running)
@@ -115,7 +117,7 @@ class JobWatchdog(Middleware):
 
         for job in running:
             if job.pending_progress is not None and not job.stop_reason and not flush_pending(job):
-                self._stop(job, JobCancelled, job.stop_reason or StopReason.CANCELLED_WHILE_RUNNING)
+                self._stop(job, JobCancelled, StopReason.CANCELLED_WHILE_RUNNING)
 
     def _stop_cancelled(self, running: list[RunningJob]) -> None:
 
@@ -133,10 +135,12 @@ class JobWatchdog(Middleware):
 
     @staticmethod
     def _stop(job: RunningJob, exc_type: type[BaseException], reason: str) -> None:
+        # All under the lock: the job thread drops a queued stop under it too (raise_stop, and
+        # when the run ends), so the exception never lands after the run is over.
         with _registry_lock:
             if _running.get(job.job_id) is not job or job.stop_reason:
                 return
             job.stop_reason = reason
+            kill_children(job)
+            raise_thread_exception(job.thread_id, exc_type)
         logger.warning("Stopping job %s (%s): %s", job.job_id, job.job_type, reason)
-        kill_children(job)
-        raise_thread_exception(job.thread_id, exc_type)
