@@ -10,6 +10,8 @@ Reusable by any browser test (mark it ``@pytest.mark.browser``):
 * ``page``: a fresh browser context and page per test, closed afterwards.
 * ``login(page, user)``: signs ``user`` in by giving the page a real Django session
   cookie (no login form needed), so session-authenticated pages and sockets work.
+* ``production_server``: uvicorn the production way (DEBUG off, manifest static storage,
+  a STATIC_ROOT filled by ``collectstatic`` once per session), for tests that look at styling.
 
 Example::
 
@@ -22,13 +24,17 @@ Example::
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 
-from tests.web_server import session_cookie
+from tests.web_server import WebServer, session_cookie
+from tests.workers import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
@@ -73,3 +79,29 @@ def login(web_server: Any) -> Callable[[Any, Any], None]:
         )
 
     return sign_in
+
+
+#: The production-like settings of `production_server` (static_settings.py).
+SETTINGS = "tests.browser.static_settings"
+
+
+@pytest.fixture(scope="session")
+def collected_static(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A STATIC_ROOT filled by ``collectstatic`` with production's storage, as `make run` and the image do."""
+    root = tmp_path_factory.mktemp("static-root")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS, "STATIC_ROOT": str(root)}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    command = [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (root / "staticfiles.json").is_file()
+    return root
+
+
+@pytest.fixture
+def production_server(clean_redis: None, transactional_db: None, collected_static: Path) -> Iterator[WebServer]:
+    """uvicorn as production runs it: DEBUG off, manifest storage, the collected STATIC_ROOT."""
+    server = WebServer(env={"DJANGO_SETTINGS_MODULE": SETTINGS, "STATIC_ROOT": str(collected_static), "DEBUG": "false"})
+    server.start()
+    yield server
+    server.stop()

@@ -11,12 +11,9 @@ Screenshots of every page land in ``var/screenshots/static-files/`` (overwritten
 from __future__ import annotations
 
 import gzip
-import os
 import re
-import subprocess
-import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,6 @@ from tests.workers import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SETTINGS = "tests.browser.static_settings"
 SCREENSHOTS = ROOT / "var" / "screenshots" / "static-files"
 WAIT_MS = 30_000
 # Django's ManifestStaticFilesStorage puts 12 hex digits of the content's MD5 before the extension.
@@ -77,28 +73,6 @@ class NetworkLog:
             and urlsplit(url).netloc != own_netloc
             and url not in self.blocked_by_policy
         ]
-
-
-@pytest.fixture(scope="module")
-def collected_static(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A STATIC_ROOT filled by ``collectstatic`` with production's storage, as `make run` and the image do."""
-    root = tmp_path_factory.mktemp("static-root")
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS, "STATIC_ROOT": str(root)}
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    command = [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert (root / "staticfiles.json").is_file()
-    return root
-
-
-@pytest.fixture
-def production_server(clean_redis: None, transactional_db: None, collected_static: Path) -> Iterator[WebServer]:
-    """uvicorn as production runs it: DEBUG off, manifest storage, the collected STATIC_ROOT."""
-    server = WebServer(env={"DJANGO_SETTINGS_MODULE": SETTINGS, "STATIC_ROOT": str(collected_static), "DEBUG": "false"})
-    server.start()
-    yield server
-    server.stop()
 
 
 def _computed(page: Any, selector: str, *properties: str) -> dict[str, str]:
