@@ -76,11 +76,12 @@ class _SharedThrottle(SimpleRateThrottle):
     def _count(self, key: str, limit: int, duration: int) -> bool:
         position = time.time() / duration
         window = math.floor(position)
-        current_key = f"{settings.DRAMATIQ_NAMESPACE}:throttle:{key}:{window}"
+        prefix = f"{settings.DRAMATIQ_NAMESPACE}:throttle:{key}"
+        current_key = f"{prefix}:{window}"
         pipe = _redis().pipeline(transaction=False)
         pipe.incr(current_key)
         pipe.expire(current_key, 2 * duration)
-        pipe.get(f"{settings.DRAMATIQ_NAMESPACE}:throttle:{key}:{window - 1}")
+        pipe.get(f"{prefix}:{window - 1}")
         current, _, previous = pipe.execute()
         elapsed = position - window
         if int(previous or 0) * (1 - elapsed) + current <= limit:

@@ -81,8 +81,10 @@ class JobWatchdog(Middleware):
     ) -> None:
         with _registry_lock:
             job = _running.pop(message.message_id, None)
-            # From here the watchdog cannot stop this run; a stop it queued just before must not land later.
-            drop_queued_stop()
+            if job is not None and job.stop_reason:
+                # From here the watchdog cannot stop this run; a stop it queued just before must not land
+                # later. (It queues one only with the reason, under this lock: most runs skip the call.)
+                drop_queued_stop()
         if job is not None:
             kill_children(job)
 
