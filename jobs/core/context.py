@@ -17,6 +17,10 @@ class RunningJob:
     thread_id: int
     time_limit_s: int | None
     parent_id: str | None = None
+    #: The fencing token of this run: the attempt it claimed and the worker (Dramatiq broker id)
+    #: holding it. Every write the run makes carries both (``jobs.state.fencing``).
+    attempt: int = 0
+    worker_id: str = ""
     started: float = field(default_factory=time.monotonic)
     #: Process ids of child processes (each leads its own process group).
     children: set[int] = field(default_factory=set)
@@ -26,6 +30,9 @@ class RunningJob:
     pending_progress: dict[str, Any] | None = None
     pending_percent: int = 0
     stop_reason: str = ""
+    #: Inside ``uninterrupted()`` blocks (an email being handed to its server): the watchdog
+    #: then only records its stop, and the block raises it when it ends.
+    critical: int = 0
 
     @property
     def deadline(self) -> float | None:

@@ -54,6 +54,9 @@ class StopReason(StrEnum):
     CANCELLED_WITH_CHILDREN = "cancelled while its children ran"
     #: Past the shutdown grace: the run is interrupted and its job requeued, not cancelled.
     SHUTTING_DOWN = "worker shutting down"
+    #: Another worker took the job over (this one was cut off past the heartbeat timeout, or
+    #: frozen): this run's writes are refused and it stops, leaving the job to the new run.
+    SUPERSEDED = "taken over by another worker"
 
     @staticmethod
     def timed_out(limit_s: int | float | None) -> str:

@@ -40,6 +40,14 @@ class JobTimedOut(JobError):
     """The job ran past its queue's time limit and was stopped."""
 
 
+class RunSuperseded(JobError):
+    """This run lost its claim: another worker took the job over (fencing refused a write).
+
+    Raised in the stale run at its next progress call, fenced write or by the
+    watchdog; the worker then writes nothing more for the job.
+    """
+
+
 class Reschedule(JobError):  # noqa: N818 - an instruction, not an error
     """Run this job again later without using up an attempt (a rate limit said "not now").
 

@@ -77,6 +77,9 @@ class Job(models.Model):
         db_index=False,  # job_parent: only jobs that have a parent
     )
     worker_id = models.CharField(max_length=64, blank=True, default="")
+    #: The Redis message id of the running attempt's claim: a claim sent again after its reply
+    #: was lost recognises itself by it (a duplicate message of the job has another id).
+    run_message = models.CharField(max_length=64, blank=True, default="", db_default="")
     estimated_duration_s = models.FloatField(null=True, blank=True)
     # NULL, not "", when absent: the unique (owner, key) constraint must ignore jobs without a key.
     idempotency_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001

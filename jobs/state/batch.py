@@ -35,17 +35,29 @@ _WAITING_SQL = ", ".join(f"'{status}'" for status in _WAITING)
 
 @dataclass(frozen=True)
 class Claim:
+    """Start an attempt of a waiting job.
+
+    ``message_id`` (the Redis message id) makes the claim idempotent: sent
+    again after its reply was lost, it finds the job active under this worker,
+    at the next attempt, for this very message, and counts as applied. A
+    duplicate message of the same job has another Redis id and does not.
+    """
+
     job_id: str
     expected_attempts: int
     worker_id: str
+    message_id: str = ""
 
 
 @dataclass(frozen=True)
 class Completion:
+    """Finish the run holding the fencing token (``attempt``, ``worker_id``); idempotent too."""
+
     job_id: str
     worker_id: str
     result: Any
     progress_data: dict[str, Any] | None
+    attempt: int = 0
 
 
 Write = Claim | Completion | Callable[[], Any]
@@ -97,7 +109,8 @@ def apply(writes: Sequence[Write]) -> list[Any]:
 
 
 def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[dict[str, Applied], dict[str, Applied]]:
-    now = timezone.now()
+    # Times are the database's now(): hosts' clocks may disagree, and health and the
+    # reconciler compare these columns with the database's clock too.
     parts: list[str] = []
     params: list[Any] = []
     # The rows travel as arrays (``unnest``), so the statement has one of
@@ -108,34 +121,42 @@ def _postgresql(claims: list[Claim], completions: list[Completion]) -> tuple[dic
     if claims:
         parts.append(
             # The table name comes from the model and the statuses from JobStatus; values are parameters.
-            f"claimed AS (UPDATE {_table()} AS j SET status = '{_ACTIVE}', attempts = j.attempts + 1, "  # noqa: S608
-            "worker_id = v.worker, started_at = %s, updated_at = %s, next_attempt_at = NULL "
-            "FROM unnest(%s::uuid[], %s::integer[], %s::text[]) AS v(id, expected, worker) "
-            f"WHERE j.id = v.id AND j.attempts = v.expected AND j.status IN ({_WAITING_SQL}) "
+            f"claimed AS (UPDATE {_table()} AS j SET status = '{_ACTIVE}', "  # noqa: S608
+            f"attempts = CASE WHEN j.status = '{_ACTIVE}' THEN j.attempts ELSE j.attempts + 1 END, "
+            "worker_id = v.worker, run_message = v.message, "
+            f"started_at = CASE WHEN j.status = '{_ACTIVE}' THEN j.started_at ELSE now() END, "
+            "updated_at = now(), next_attempt_at = NULL "
+            "FROM unnest(%s::uuid[], %s::integer[], %s::text[], %s::text[]) AS v(id, expected, worker, message) "
+            f"WHERE j.id = v.id AND ((j.attempts = v.expected AND j.status IN ({_WAITING_SQL})) "
+            # The same claim again (its first reply was lost): already applied.
+            f"OR (j.status = '{_ACTIVE}' AND j.attempts = v.expected + 1 AND j.worker_id = v.worker "
+            "AND v.message <> '' AND j.run_message = v.message)) "
             "RETURNING j.id, j.owner_id)"
         )
         params += [
-            now,
-            now,
             [row.job_id for row in claims],
             [row.expected_attempts for row in claims],
             [row.worker_id for row in claims],
+            [row.message_id for row in claims],
         ]
     if completions:
         parts.append(
             # The table name comes from the model and the statuses from JobStatus; values are parameters.
             f"completed AS (UPDATE {_table()} AS j SET status = '{_COMPLETED}', progress = 100, result = v.result, "  # noqa: S608
-            "progress_data = COALESCE(v.data, j.progress_data), finished_at = %s, updated_at = %s "
-            "FROM unnest(%s::uuid[], %s::text[], %s::text[]::jsonb[], %s::text[]::jsonb[]) "
-            "AS v(id, worker, result, data) "
-            f"WHERE j.id = v.id AND j.status = '{_ACTIVE}' AND j.worker_id = v.worker "
+            "progress_data = COALESCE(v.data, j.progress_data), "
+            f"finished_at = CASE WHEN j.status = '{_COMPLETED}' THEN j.finished_at ELSE now() END, "
+            "updated_at = now() "
+            "FROM unnest(%s::uuid[], %s::text[], %s::integer[], %s::text[]::jsonb[], %s::text[]::jsonb[]) "
+            "AS v(id, worker, attempt, result, data) "
+            # The run holding the token; or the same completion again after a lost reply.
+            f"WHERE j.id = v.id AND j.status IN ('{_ACTIVE}', '{_COMPLETED}') AND j.worker_id = v.worker "
+            "AND j.attempts = v.attempt "
             "RETURNING j.id, j.owner_id)"
         )
         params += [
-            now,
-            now,
             [row.job_id for row in completions],
             [row.worker_id for row in completions],
+            [row.attempt for row in completions],
             [_json(row.result) for row in completions],
             [_json(row.progress_data) for row in completions],
         ]
@@ -180,12 +201,21 @@ def _claim_rows(rows: list[Claim]) -> set[str]:
             cursor.execute(
                 # The table name comes from the model and the statuses from JobStatus; values are parameters.
                 f"UPDATE {_table()} SET status = '{_ACTIVE}', attempts = attempts + 1, worker_id = %s, "  # noqa: S608
-                "started_at = %s, updated_at = %s, next_attempt_at = NULL "
+                "run_message = %s, started_at = %s, updated_at = %s, next_attempt_at = NULL "
                 "WHERE id = %s AND attempts = %s AND status IN (%s, %s, %s)",
-                [row.worker_id, at, at, _db_id(row.job_id), row.expected_attempts, *_WAITING],
+                [row.worker_id, row.message_id, at, at, _db_id(row.job_id), row.expected_attempts, *_WAITING],
             )
             if cursor.rowcount:
                 changed.add(row.job_id)
+            elif row.message_id:
+                # The same claim again (its first reply was lost): already applied.
+                cursor.execute(
+                    f"SELECT 1 FROM {_table()} WHERE id = %s AND status = '{_ACTIVE}' AND attempts = %s "  # noqa: S608
+                    "AND worker_id = %s AND run_message = %s",
+                    [_db_id(row.job_id), row.expected_attempts + 1, row.worker_id, row.message_id],
+                )
+                if cursor.fetchone():
+                    changed.add(row.job_id)
     return changed
 
 
@@ -200,11 +230,20 @@ def _complete_rows(rows: list[Completion]) -> set[str]:
             cursor.execute(
                 # The table name comes from the model and the statuses from JobStatus; values are parameters.
                 f"UPDATE {_table()} SET status = '{_COMPLETED}', progress = 100, {data_sql}result = %s, "  # noqa: S608
-                f"finished_at = %s, updated_at = %s WHERE id = %s AND status = '{_ACTIVE}' AND worker_id = %s",
-                [*data, _json(row.result), at, at, _db_id(row.job_id), row.worker_id],
+                f"finished_at = %s, updated_at = %s WHERE id = %s AND status = '{_ACTIVE}' AND worker_id = %s "
+                "AND attempts = %s",
+                [*data, _json(row.result), at, at, _db_id(row.job_id), row.worker_id, row.attempt],
             )
             if cursor.rowcount:
                 changed.add(row.job_id)
+            else:
+                cursor.execute(
+                    f"SELECT 1 FROM {_table()} WHERE id = %s AND status = '{_COMPLETED}' "  # noqa: S608
+                    "AND worker_id = %s AND attempts = %s",
+                    [_db_id(row.job_id), row.worker_id, row.attempt],
+                )
+                if cursor.fetchone():
+                    changed.add(row.job_id)
     return changed
 
 

@@ -213,6 +213,11 @@ class StateWriter:
 _UNREACHABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 
 
+def is_unreachable(error: BaseException) -> bool:
+    """Whether a write failed because the database was away (trying again may succeed)."""
+    return isinstance(error, _UNREACHABLE)
+
+
 def _drop_connection() -> None:
     """Close this thread's connection after it failed (the hot writes use psycopg directly, unseen by Django)."""
     try:

@@ -14,9 +14,9 @@ registers one (a domain app assembling a document, closing a campaign),
 otherwise with a summary of the children's outcomes. Children's failures are
 their own: the parent still completes, and says how many failed.
 
-Children are created with the parent and sent only once the parent is
-marked as waiting, so a fast child can never finish before its parent
-listens.
+Children are inserted in the transaction that marks the parent as waiting,
+and sent once it commits, so a fast child can never finish before its
+parent listens, and a parent never waits for children that were not created.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from jobs.dispatch.registry import JobType
 from jobs.dispatch.services import build_job, send_jobs
 from jobs.models import Job
 from jobs.state import transitions
+from jobs.state.transitions import INHERIT_PRIORITY
 
 logger = logging.getLogger(__name__)
 
@@ -82,22 +83,22 @@ def fan_out(
     running = current_job()
     if running is None:
         raise RuntimeError("fan_out is called from inside a job's actor")
-    parent = Job.objects.only("id", "queue", "owner_id", "priority", "created_via", "created_by").get(id=running.job_id)
+    # Nothing is read or written here: the rows get their parent's owner, origin and (unless
+    # given) priority, and are inserted, in the transaction that marks the parent as waiting
+    # (``transitions.await_children``), so neither exists without the other.
+    parent = Job(id=running.job_id, queue=running.queue)
     rows = [
         build_job(
             job_type=child.job_type,
-            queue=child.queue or parent.queue,
+            queue=child.queue or running.queue,
             actor=child.actor,
             arguments=child.arguments,
             owner=None,
-            priority=child.priority or parent.priority,
+            priority=child.priority or INHERIT_PRIORITY,
             parent=parent,
         )
         for child in children
     ]
-    for row in rows:
-        row.owner_id = parent.owner_id
-    Job.objects.bulk_create(rows, batch_size=500)
     low, high = progress_range
     total = len(rows)
     spec = {"unit": unit, "low": low, "high": high, "own_progress": own_progress, "done": 0, "total": total}

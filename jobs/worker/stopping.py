@@ -9,13 +9,15 @@ raises its own, so a run is stopped exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 from dramatiq.middleware.shutdown import Shutdown
 
-from jobs.core.context import RunningJob, drop_queued_stop, registry_lock
+from jobs.core.context import RunningJob, current_job, drop_queued_stop, registry_lock
 from jobs.core.enums import StopReason
-from jobs.core.exceptions import JobCancelled, JobTimedOut
+from jobs.core.exceptions import JobCancelled, JobTimedOut, RunSuperseded
 
 
 def stop_exception(reason: str) -> BaseException:
@@ -24,7 +26,34 @@ def stop_exception(reason: str) -> BaseException:
         return JobTimedOut(reason)
     if reason == StopReason.SHUTTING_DOWN:
         return Shutdown(reason)  # requeued by the mirror, not cancelled
+    if reason == StopReason.SUPERSEDED:
+        return RunSuperseded(reason)  # the job belongs to another run now: nothing to write
     return JobCancelled(reason)
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """A step the watchdog must not cut in the middle: a stop asked meanwhile is raised when it ends.
+
+    For work whose outcome must be recorded once it happened (an email the
+    SMTP server accepted): an exception landing between the send and its
+    record would leave no trace of the send. Children are still killed at
+    once, and the time limit still holds for blocks that wait on them.
+    """
+    job = current_job()
+    if job is None:
+        yield
+        return
+    with registry_lock:
+        job.critical += 1
+    try:
+        yield
+    finally:
+        with registry_lock:
+            job.critical -= 1
+            deferred = job.critical == 0 and bool(job.stop_reason)
+    if deferred:  # reached only when the block ended without an exception of its own
+        raise_stop(job, job.stop_reason)
 
 
 def raise_stop(job: RunningJob, reason: str) -> NoReturn:

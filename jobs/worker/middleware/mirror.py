@@ -12,16 +12,15 @@ import json
 import logging
 import sys
 import threading
+import time
 import traceback
-from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.urls import get_resolver
-from django.utils import timezone
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, SkipMessage
@@ -29,7 +28,7 @@ from dramatiq.middleware.shutdown import Shutdown
 
 from jobs.core.context import RunningJob, current_job, set_current_job
 from jobs.core.enums import StopReason
-from jobs.core.exceptions import JobCancelled, JobTimedOut, Reschedule, note_retry, readable_reason
+from jobs.core.exceptions import JobCancelled, JobTimedOut, Reschedule, RunSuperseded, note_retry, readable_reason
 from jobs.core.messages import ATTEMPT, JOB_OPTIONS, JOB_TYPE, MAX_ATTEMPTS, PARENT, SKIP_REASON
 from jobs.core.queues import UnknownQueue, get_queue
 from jobs.core.retry_policy import backoff_ms, is_permanent
@@ -37,7 +36,7 @@ from jobs.dispatch.outcomes import child_finished, deliver_outcome, has_outcome_
 from jobs.models import Job, JobStatus
 from jobs.state import transitions
 from jobs.state.batch import Claim
-from jobs.state.writer import state_writer
+from jobs.state.writer import is_unreachable, state_writer
 from jobs.worker.broker import AckGate, ConveyorRedisBroker
 from jobs.worker.fanout import AwaitChildren, start_children
 
@@ -59,6 +58,26 @@ def _jsonable(value: Any) -> Any:
         return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
     except (TypeError, ValueError):
         return {"repr": repr(value)[:1000]}
+
+
+def _durably(write: Callable[[], bool]) -> bool:
+    """Run a worker's state write until the database takes it.
+
+    The state writer retries a write for ``JOBS_STATE_WRITE_RETRY_S`` while
+    the database is unreachable; past that, the write is tried again here:
+    Dramatiq acknowledges the message when this hook returns, and a job
+    whose run is over must not stay ``active`` under a live worker (the
+    reconciler leaves those alone). A worker stopped meanwhile leaves the
+    message unacknowledged, and it is redelivered.
+    """
+    while True:
+        try:
+            return write()
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            logger.error("The database is still unreachable; trying the job's state write again: %s", exc)
+            time.sleep(1.0)
 
 
 def _redis_id(message: MessageProxy) -> str:
@@ -87,7 +106,6 @@ class JobMirror(Middleware):
 
     def __init__(self) -> None:
         self._worker_id: str | None = None
-        self._local = threading.local()
         # Claims started when their message was fetched, by Redis message id.
         self._ahead: dict[str, PendingWrite] = {}
         self._ahead_lock = threading.Lock()
@@ -131,7 +149,9 @@ class JobMirror(Middleware):
         so the thread that takes the message finds it claimed.
         """
 
-        claim = Claim(message.message_id, int(message.options.get(ATTEMPT, 0)), self._worker_id or "local")
+        claim = Claim(
+            message.message_id, int(message.options.get(ATTEMPT, 0)), self._worker_id or "local", _redis_id(message)
+        )
         pending = state_writer.submit(claim)
         with self._ahead_lock:
             self._ahead[_redis_id(message)] = pending
@@ -144,7 +164,8 @@ class JobMirror(Middleware):
             pending = self._take_ahead(message)
             try:
                 if pending is not None and pending.wait():
-                    transitions.requeue_after_shutdown(message.message_id, me)
+                    attempt = int(message.options.get(ATTEMPT, 0)) + 1
+                    transitions.requeue_after_shutdown(message.message_id, me, attempt, _redis_id(message))
             except Exception:
                 # Left active with this worker's id: taken over once this worker is gone.
                 logger.exception("Could not give back the claim of job %s", message.message_id)
@@ -160,7 +181,9 @@ class JobMirror(Middleware):
         me = self.worker_id(broker)
         expected = int(message.options.get(ATTEMPT, 0))
         pending = self._take_ahead(message)
-        claimed = bool(pending.wait()) if pending is not None else transitions.claim(job_id, expected, me)
+        claimed = (
+            bool(pending.wait()) if pending is not None else transitions.claim(job_id, expected, me, _redis_id(message))
+        )
         attempt = expected + 1
         if not claimed:
             row = Job.objects.filter(id=job_id).values("status", "worker_id", "attempts", "max_attempts").first()
@@ -174,7 +197,7 @@ class JobMirror(Middleware):
                     ):
                         deliver_outcome(job_id)
                     reason = "worker died too often"
-                elif transitions.take_over(job_id, row["worker_id"], me):
+                elif transitions.take_over(job_id, row["worker_id"], me, row["attempts"]):
                     claimed, attempt = True, row["attempts"] + 1
                     logger.warning("Job %s redelivered after its worker %s died", job_id, row["worker_id"])
             if not claimed:
@@ -194,9 +217,10 @@ class JobMirror(Middleware):
                 thread_id=threading.get_ident(),
                 time_limit_s=time_limit,
                 parent_id=message.options.get(PARENT),
+                attempt=attempt,
+                worker_id=me,
             )
         )
-        self._local.attempt = attempt
 
     @staticmethod
     def _why_not(broker: dramatiq.Broker, row: Mapping[str, Any] | None, me: str) -> str:
@@ -229,10 +253,20 @@ class JobMirror(Middleware):
         if running is None or running.job_id != message.message_id:
             return
         set_current_job(None)
-        job_id, me = running.job_id, self.worker_id(broker)
+        job_id, me, attempt = running.job_id, self.worker_id(broker), running.attempt
+        # Every write below carries the run's fencing token (attempt, worker) and is
+        # retried until the database answers: the message is acknowledged after this
+        # hook, so only once the job's state is durable.
+        if isinstance(exception, RunSuperseded):
+            logger.warning("Job %s: attempt %d was taken over by another worker; this run stops", job_id, attempt)
+            return
 
         if isinstance(result, AwaitChildren) and exception is None:
-            if transitions.await_children(job_id, me, result.data["fanout"]["low"], result.data):
+            if _durably(
+                lambda: transitions.await_children(
+                    job_id, me, result.data["fanout"]["low"], result.data, attempt=attempt, children=result.jobs
+                )
+            ):
                 if result.child_ids:
                     start_children(result)
                 else:
@@ -242,51 +276,57 @@ class JobMirror(Middleware):
             if running.parent_id or has_outcome_hooks(running.job_type):
                 # The parent and the domain hear of it only once it is durable;
                 # the message is acknowledged after them.
-                if transitions.mark_completed(job_id, me, _jsonable(result), running.pending_progress):
+                if _durably(
+                    lambda: transitions.mark_completed(
+                        job_id, me, _jsonable(result), running.pending_progress, attempt=attempt
+                    )
+                ):
                     self._settled(running)
                 return
             # The thread moves on at once; the ack to Redis waits for the commit.
             gate = AckGate.hold(job_id)
             transitions.mark_completed_later(
-                job_id, me, _jsonable(result), running.pending_progress, on_committed=gate.open
+                job_id, me, _jsonable(result), running.pending_progress, attempt=attempt, on_committed=gate.open
             )
             return
         if isinstance(exception, JobCancelled):
-            if transitions.mark_cancelled(job_id, running.stop_reason or StopReason.CANCELLED_WHILE_RUNNING):
+            reason = running.stop_reason or StopReason.CANCELLED_WHILE_RUNNING
+            if _durably(lambda: transitions.mark_cancelled(job_id, reason, worker_id=me, attempt=attempt)):
                 self._settled(running)
             return
         if isinstance(exception, Reschedule):
-            run_at = timezone.now() + timedelta(seconds=exception.delay_s)
-            if transitions.reschedule(job_id, me, run_at, exception.reason) and exception.delay_s <= DELAY_HORIZON_S():
+            delay_s = exception.delay_s
+            reason = exception.reason
+            redis_id = _redis_id(message)
+            rescheduled = _durably(
+                lambda: transitions.reschedule(job_id, me, delay_s, reason, attempt=attempt, message_id=redis_id)
+            )
+            if rescheduled and (delay_s <= DELAY_HORIZON_S()):
                 # Further ahead than the horizon, the reconciler sends it when due.
-                attempt = int(getattr(self._local, "attempt", 1)) - 1
-                self._send_again(broker, message, attempt=attempt, delay=int(exception.delay_s * 1000))
+                self._send_again(broker, message, attempt=attempt - 1, delay=int(delay_s * 1000))
             return
         if isinstance(exception, Shutdown):
-            if transitions.requeue_after_shutdown(job_id, me):
+            if _durably(lambda: transitions.requeue_after_shutdown(job_id, me, attempt, _redis_id(message))):
                 # The attempt count this run started from (after a take-over it
                 # is not the one the message carries).
-                attempt = int(getattr(self._local, "attempt", 1)) - 1
-                self._send_again(broker, message, attempt=attempt, delay=None)
+                self._send_again(broker, message, attempt=attempt - 1, delay=None)
             return
 
         error = describe_error(exception, running)
         tb = "".join(traceback.format_exception(exception))
-        attempt = int(getattr(self._local, "attempt", 1))
         max_attempts = int(message.options.get(MAX_ATTEMPTS, 1))
         actor = broker.actors.get(message.actor_name)
         throws = tuple(actor.options.get("throws") or ()) if actor else ()
         if is_permanent(exception, throws) or attempt >= max_attempts:
             if attempt >= max_attempts and not is_permanent(exception, throws) and max_attempts > 1:
                 error = f"{error} (gave up after {attempt} attempts)"
-            if transitions.mark_failed(job_id, error, tb, worker_id=me):
+            if _durably(lambda: transitions.mark_failed(job_id, error, tb, worker_id=me, attempt=attempt)):
                 self._settled(running)
             return
         delay = backoff_ms(attempt)
-        next_at = timezone.now() + timedelta(milliseconds=delay)
         # Sentry's middleware reports the exception after this hook: a retry is not an error to it.
         note_retry(exception)
-        if transitions.mark_retrying(job_id, me, error, tb, next_at):
+        if _durably(lambda: transitions.mark_retrying(job_id, me, error, tb, delay, attempt=attempt)):
             self._send_again(broker, message, attempt=attempt, delay=delay)
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""Stops running jobs that must stop: over their time limit, cancelled, or shutting down.
+"""Stops running jobs that must stop: over their time limit, cancelled, taken over, or shutting down.
 
 Dramatiq's TimeLimit raises an exception in the worker thread, which cannot
 interrupt a thread blocked in a subprocess wait or in C code. The watchdog
@@ -26,10 +26,11 @@ from dramatiq.threading import raise_thread_exception
 from jobs.core.context import RunningJob, current_job, drop_queued_stop
 from jobs.core.context import registry_lock as _registry_lock
 from jobs.core.enums import StopReason
-from jobs.core.exceptions import JobCancelled, JobTimedOut
-from jobs.models import Job
+from jobs.core.exceptions import JobCancelled, JobTimedOut, RunSuperseded
+from jobs.models import Job, JobStatus
 from jobs.worker.isolation import start_child_server
 from jobs.worker.progress import flush_pending
+from jobs.worker.stopping import stop_exception
 
 logger = logging.getLogger(__name__)
 
@@ -118,21 +119,40 @@ class JobWatchdog(Middleware):
         """Write progress a job kept back (it may now be blocked in a long step)."""
 
         for job in running:
-            if job.pending_progress is not None and not job.stop_reason and not flush_pending(job):
-                self._stop(job, JobCancelled, StopReason.CANCELLED_WHILE_RUNNING)
+            if job.pending_progress is not None and not job.stop_reason:
+                stop = flush_pending(job)
+                if stop:
+                    self._stop(job, type(stop_exception(stop)), stop)
 
     def _stop_cancelled(self, running: list[RunningJob]) -> None:
+        """Stop runs asked to cancel, and runs whose job another worker took over.
 
+        A stale run (its worker was frozen, or cut off from Redis past the
+        heartbeat timeout) is stopped here even if it never reports progress:
+        its children are killed and it writes nothing more.
+        """
         ids = [job.job_id for job in running if not job.stop_reason]
         if not ids:
             return
         close_old_connections()
-        cancelled = {
-            str(job_id)
-            for job_id in Job.objects.filter(id__in=ids, cancel_requested_at__isnull=False).values_list("id", flat=True)
+        rows = {
+            str(row["id"]): row
+            for row in Job.objects.filter(id__in=ids).values(
+                "id", "status", "attempts", "worker_id", "cancel_requested_at"
+            )
         }
         for job in running:
-            if job.job_id in cancelled:
+            row = rows.get(job.job_id)
+            if row is None or job.stop_reason:
+                continue
+            holds = not job.attempt or (
+                row["status"] == JobStatus.ACTIVE
+                and row["attempts"] == job.attempt
+                and row["worker_id"] == job.worker_id
+            )
+            if not holds:
+                self._stop(job, RunSuperseded, StopReason.SUPERSEDED)
+            elif row["cancel_requested_at"] is not None:
                 self._stop(job, JobCancelled, StopReason.CANCELLED_WHILE_RUNNING)
 
     @staticmethod
@@ -144,5 +164,9 @@ class JobWatchdog(Middleware):
                 return
             job.stop_reason = reason
             kill_children(job)
+            if job.critical:
+                # Inside uninterrupted(): the block raises the stop when it ends.
+                logger.warning("Stopping job %s (%s) after its current step: %s", job.job_id, job.job_type, reason)
+                return
             raise_thread_exception(job.thread_id, exc_type)
         logger.warning("Stopping job %s (%s): %s", job.job_id, job.job_type, reason)
