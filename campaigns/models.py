@@ -7,11 +7,17 @@ A ``Delivery`` is the unit of exactly-once sending. Its states::
        │                 │ └──── invalid ──► failed
        └── 4xx / drop ───┘      (attempts left; else failed)
 
-``pending → sending`` is a conditional UPDATE that names the batch job
-claiming the row, so two batches can never both send it; ``sending → sent``
-is written right after the SMTP server accepted the message. A ``sending``
-row is therefore the one message a crash may leave in doubt (see
-``campaigns.sending``).
+``pending → sending`` is a conditional UPDATE that names the run claiming
+the row (``claimed_by``: its fencing token, "<job id>:<attempt>"), so two
+batches can never both send it, and it succeeds only while that run still
+holds its job; ``sending → sent`` is written right after the SMTP server
+accepted the message, by the run whose token the row holds. A ``sending``
+row is therefore the one message a crash may leave in doubt. A run that
+takes a job over treats the rows ``sending`` under an earlier attempt's token
+as in doubt: it sends everything else, then waits for the earlier run to
+record them, and sends them again only once that run's worker has stopped
+heartbeating for ``EMAIL_IN_DOUBT_GRACE_S`` (``campaigns.deliveries`` states
+the rule, ``campaigns.sending`` the loop).
 """
 
 from __future__ import annotations
@@ -169,7 +175,8 @@ class Delivery(models.Model):
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     smtp_response = models.TextField(blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)
-    #: The batch job that holds this row in ``sending`` (its job id), or "".
+    #: The run that holds this row in ``sending``: its fencing token "<job id>:<attempt>"
+    #: (older rows: the bare job id), or "".
     claimed_by = models.CharField(max_length=64, blank=True, default="")
     #: This recipient's own template context, plain JSON (the daily digest's summary), as ``context.*``.
     context = models.JSONField(default=dict, blank=True)

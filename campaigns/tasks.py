@@ -7,7 +7,16 @@ from typing import Any
 
 from campaigns import digest, sending, services
 from campaigns.job_types import EMAIL_BATCH_PART_TYPE, EMAIL_BATCH_TYPE, EMAIL_DIGEST_TYPE
-from jobs.public import AwaitChildren, ChildJob, current_job, fan_out, job_actor, progress, report_parent_progress
+from jobs.public import (
+    AwaitChildren,
+    ChildJob,
+    current_fence,
+    current_job,
+    fan_out,
+    job_actor,
+    progress,
+    report_parent_progress,
+)
 
 
 def _fan_out_batches(plan: services.SendingPlan) -> AwaitChildren | dict[str, Any]:
@@ -40,8 +49,8 @@ def _report(counts: dict[str, int], done: int, total: int) -> None:
 @job_actor(EMAIL_BATCH_PART_TYPE)
 def send_email_batch(campaign_id: int, delivery_ids: list[int]) -> dict[str, int]:
     """Child of a campaign: one SMTP connection for up to 50 recipients."""
-    running = current_job()
-    token = running.job_id if running else "local"
+    fence = current_fence()  # the run's token, "<job id>:<attempt>": its claims say which run holds them
+    token = str(fence) if fence is not None else "local"
     return sending.send_batch(campaign_id, delivery_ids, token=token, report=_report).as_dict()
 
 

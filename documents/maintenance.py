@@ -12,11 +12,10 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 
 from documents import services
 from documents.models import Document, DocumentStatus
-from jobs.public import progress
+from jobs.public import fenced, progress
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ def regenerate_missing_thumbnails() -> dict[str, Any]:
     documents = documents_missing_thumbnails()
     job_ids = []
     for start in range(0, len(documents), DOCUMENTS_PER_JOB):
-        with transaction.atomic():
+        with fenced():  # a run whose job was taken over starts no more jobs
             job = services.enqueue_thumbnails(documents[start : start + DOCUMENTS_PER_JOB], owner=None)
         job_ids.append(str(job.pk))
         progress(

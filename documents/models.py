@@ -78,7 +78,9 @@ class Document(models.Model):
         """Record newly stored thumbnails; returns the names they replace (to delete from the storage).
 
         The row is locked while the map is merged: two thumbnail jobs for one
-        document must not drop each other's sizes.
+        document must not drop each other's sizes. A run calls it inside the
+        platform's ``fenced()`` (``documents.thumbnails``): a run whose job was
+        taken over by another worker records nothing.
         """
         with transaction.atomic():
             current = cls.objects.select_for_update().filter(id=document_id).values_list("thumbnails", flat=True)

@@ -6,6 +6,11 @@ reads its pages in batches: the text layer where it is usable, else a render
 and tesseract, each page retried on its own and saved as soon as it is read
 (so a retried job resumes where it stopped). When the last child ends, the
 type's ``on_children_done`` hook assembles the text (``outcomes``).
+
+Every write a run makes here is in the platform's ``fenced()``: a run whose
+job another worker took over (it was frozen, or cut off from Redis) saves no
+page and stops (``RunSuperseded``); the run that took over reads the pages
+still pending.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from jobs.public import (
     ChildProcessFailed,
     PermanentJobError,
     fan_out,
+    fenced,
     get_queue,
     progress,
     report_parent_progress,
@@ -59,16 +65,18 @@ def start_document_ocr(document_id: str) -> AwaitChildren | dict[str, Any]:
     """
     started_at = timezone.now()
     document = load_document(document_id)
-    Document.objects.filter(id=document_id).exclude(status=DocumentStatus.PROCESSING).update(
-        status=DocumentStatus.PROCESSING, error=""
-    )
+    with fenced():
+        Document.objects.filter(id=document_id).exclude(status=DocumentStatus.PROCESSING).update(
+            status=DocumentStatus.PROCESSING, error=""
+        )
     with document_on_disk(document) as path:
         total = pdf.inspect_pdf(path).pages
-    Document.objects.filter(id=document_id).update(page_count=total)
-    DocumentPage.objects.bulk_create(
-        [DocumentPage(document_id=document.id, number=n) for n in range(1, total + 1)],
-        ignore_conflicts=True,
-    )
+    with fenced():
+        Document.objects.filter(id=document_id).update(page_count=total)
+        DocumentPage.objects.bulk_create(
+            [DocumentPage(document_id=document.id, number=n) for n in range(1, total + 1)],
+            ignore_conflicts=True,
+        )
     data = ocr_progress_data(document_id, total)
     progress(LOADED, "File loaded", force=True, **data)
     pending = list(
@@ -274,18 +282,22 @@ def _save_page(
     attempts: int,
     confidence: float | None = None,
 ) -> None:
-    DocumentPage.objects.filter(document=document, number=number).update(
-        status=PageStatus.DONE,
-        text=text,
-        source=source,
-        confidence=confidence,
-        error="",
-        attempts=attempts,
-        updated_at=timezone.now(),
-    )
+    """Save a page as read; refused (``RunSuperseded``) once this run's job was taken over by another worker."""
+    with fenced():
+        DocumentPage.objects.filter(document=document, number=number).update(
+            status=PageStatus.DONE,
+            text=text,
+            source=source,
+            confidence=confidence,
+            error="",
+            attempts=attempts,
+            updated_at=timezone.now(),
+        )
 
 
 def _fail_page(document: Document, number: int, error: str, *, attempts: int) -> None:
-    DocumentPage.objects.filter(document=document, number=number).update(
-        status=PageStatus.FAILED, error=error[:2000], attempts=attempts, updated_at=timezone.now()
-    )
+    """Record a page that could not be read; fenced like ``_save_page``."""
+    with fenced():
+        DocumentPage.objects.filter(document=document, number=number).update(
+            status=PageStatus.FAILED, error=error[:2000], attempts=attempts, updated_at=timezone.now()
+        )

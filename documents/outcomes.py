@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from documents.exceptions import DocumentError
 from documents.models import Document, DocumentPage, DocumentStatus, PageSource, PageStatus
-from jobs.public import ChildrenSummary, FailedChild, JobOutcome, progress, set_parent_progress
+from jobs.public import ChildrenSummary, FailedChild, JobOutcome, fenced, progress, set_parent_progress
 
 #: Progress stages of an OCR job, as the customer described them.
 LOADED, PAGES_START, PAGES_END, ASSEMBLED = 10, 20, 90, 95
@@ -61,13 +61,16 @@ def finish_document_ocr(
     otherwise by ``on_ocr_children_done`` with the page-range children that
     did not complete: their pages still pending carry the child's reason.
     """
-    for child in unsuccessful:
-        DocumentPage.objects.filter(
-            document_id=document_id,
-            status=PageStatus.PENDING,
-            number__gte=child.arguments["first_page"],
-            number__lte=child.arguments["last_page"],
-        ).update(status=PageStatus.FAILED, error=f"its page-range job {child.status}: {child.error}"[:2000])
+    # The writes are fenced: from the parent run itself, refused once another worker took its
+    # job over; from the hook (no run on the thread), a plain transaction.
+    with fenced():
+        for child in unsuccessful:
+            DocumentPage.objects.filter(
+                document_id=document_id,
+                status=PageStatus.PENDING,
+                number__gte=child.arguments["first_page"],
+                number__lte=child.arguments["last_page"],
+            ).update(status=PageStatus.FAILED, error=f"its page-range job {child.status}: {child.error}"[:2000])
     counts = dict(
         DocumentPage.objects.filter(document_id=document_id).values_list("status").annotate(n=Count("id")).order_by()
     )
@@ -93,9 +96,11 @@ def finish_document_ocr(
         )
         reason = f"no page could be read ({failed} failed): {first_error or 'unknown error'}"
         # This reason says more than the job's error would: the on_failed hook that follows finds it set.
-        Document.mark_failed(document_id, reason)
+        with fenced():
+            Document.mark_failed(document_id, reason)
         raise DocumentError(reason)
-    Document.mark_ready(document_id)
+    with fenced():
+        Document.mark_ready(document_id)
     seconds = (timezone.now() - started_at).total_seconds() if started_at else None
     return {
         "document_id": document_id,

@@ -18,7 +18,18 @@ from documents import pdf
 from documents.job_types import THUMBNAILS_DOCUMENT
 from documents.models import Document
 from documents.services import document_on_disk, load_document
-from jobs.public import AwaitChildren, ChildJob, fan_out, progress, save_local_file, scratch_dir
+from jobs.public import (
+    AwaitChildren,
+    ChildJob,
+    Fence,
+    RunSuperseded,
+    current_fence,
+    fan_out,
+    fenced,
+    progress,
+    save_local_file,
+    scratch_dir,
+)
 
 
 def fan_out_thumbnails(
@@ -35,8 +46,21 @@ def fan_out_thumbnails(
     return fan_out(children, unit="documents", progress_range=(0, 100))
 
 
-def thumbnail_storage_name(document: Document, size: int, extension: str) -> str:
-    return f"thumbnails/{document.id.hex}/{size}.{extension}"
+def thumbnail_storage_name(document: Document, size: int, extension: str, fence: Fence | None = None) -> str:
+    """Where a thumbnail is stored: per run in a worker, ``thumbnails/<id>/<size>.<job>-a<attempt>.<ext>``.
+
+    A run whose job another worker took over (it was frozen, or cut off from
+    Redis) may store its images when it wakes: under names of its own it can
+    never overwrite the files of the run that took over (S3 replaces an
+    object in place), nor those another job recorded, and the row names the
+    files that won (``Document.record_thumbnails``, fenced); the stale run
+    deletes its own. Outside a run, ``thumbnails/<id>/<size>.<ext>``.
+    Maintenance reads the names from the row, never from the storage.
+    """
+    if fence is None:
+        return f"thumbnails/{document.id.hex}/{size}.{extension}"
+    run = f"{fence.job_id.replace('-', '')[:12]}-a{fence.attempt}"
+    return f"thumbnails/{document.id.hex}/{size}.{run}.{extension}"
 
 
 def make_document_thumbnails(
@@ -56,6 +80,7 @@ def make_document_thumbnails(
         return {"document_id": document_id, "made": [], "skipped": wanted}
     extension = "webp" if image_format == "webp" else "png"
     storage = document.file.storage
+    fence = current_fence()
     stored: dict[int, str] = {}
     with scratch_dir("thumbnails") as scratch, document_on_disk(document) as path:
         pdf.inspect_pdf(path)
@@ -72,8 +97,16 @@ def make_document_thumbnails(
                 thumbnail.save(local, format=extension.upper())
                 # S3 replaces an object in place; the file system storage picks a fresh
                 # name when one is taken, and the old file goes once the row names the new.
-                stored[size] = save_local_file(storage, thumbnail_storage_name(document, size, extension), local)
-    for replaced in Document.record_thumbnails(document_id, stored):
+                name = thumbnail_storage_name(document, size, extension, fence)
+                stored[size] = save_local_file(storage, name, local)
+    try:
+        with fenced():  # the row names the files that won: only a run that still holds its job records
+            replaced_names = Document.record_thumbnails(document_id, stored)
+    except RunSuperseded:
+        for name in stored.values():  # named for this run alone: no row names them
+            storage.delete(name)
+        raise
+    for replaced in replaced_names:
         if replaced not in stored.values():
             storage.delete(replaced)
     progress(100, "Thumbnails made")

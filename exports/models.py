@@ -53,6 +53,11 @@ class Export(models.Model):
     attempt runs it again, or the job's ``on_failed`` / ``on_cancelled``
     hook (``exports.outcomes``) fails it with the job's reason.
 
+    In a run, ``exports.services`` calls every transition inside the
+    platform's ``fenced()``: a run whose job another worker took over writes
+    nothing here (``RunSuperseded``), and its file, named per attempt, is
+    deleted rather than recorded.
+
     ``owner`` is empty for exports the system makes for staff (weekly analytics).
     """
 

@@ -15,21 +15,24 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from jobs.public import write_progress_of
+from jobs.public import Fence, write_progress_of
 
 logger = logging.getLogger(__name__)
 
 
 class ExportStopped(Exception):  # noqa: N818 - a signal from the child, not a failure
-    """The job was cancelled while the child wrote the file."""
+    """The job was cancelled (or taken over by another worker) while the child wrote the file."""
 
 
 class ExportProgress:
     """Writes "Generating report... n of N records" to the job at most every interval."""
 
-    def __init__(self, job_id: str | None, export_id: str) -> None:
+    def __init__(self, job_id: str | None, export_id: str, *, fence: Fence | None = None) -> None:
         self.job_id = job_id
         self.export_id = export_id
+        #: The run's fencing token, taken in the job's thread (``current_fence()``): the relay's
+        #: thread has no run of its own, and a stale run's reports must be refused.
+        self.fence = fence
         self.last = 0.0
         self.written: tuple[int, int] | None = None
 
@@ -48,14 +51,15 @@ class ExportProgress:
             "rows_written": rows,
             "total_rows": total,
         }
-        if not write_progress_of(self.job_id, percent, data):
-            raise ExportStopped("cancelled while running")
+        if not write_progress_of(self.job_id, percent, data, fence=self.fence):
+            raise ExportStopped("cancelled while running, or taken over by another worker")
 
 
 class ProgressRelay:
     """A thread that copies the child's (total, rows) counters into the job's progress.
 
-    When the job was cancelled it just stops: the watchdog kills the child.
+    When the job was cancelled, or the run lost its job, it just stops: the
+    watchdog kills the child.
     """
 
     def __init__(self, reporter: ExportProgress, cells: Any) -> None:

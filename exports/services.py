@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
@@ -34,10 +33,14 @@ from exports.writers import EXCEL_MAX_ROWS, write_postgresql_export
 from jobs.public import (
     Dataset,
     DatasetQuery,
+    Fence,
     InvalidDatasetQuery,
     JobCancelled,
     MemoryCeilingExceeded,
+    RunSuperseded,
+    current_fence,
     current_job,
+    fenced,
     get_dataset,
     last_peak_rss_mb,
     progress,
@@ -105,14 +108,17 @@ def run_export(export_id: str) -> dict[str, Any]:
     """
     running = current_job()
     job_id = running.job_id if running else None
+    fence = current_fence()
     export = Export.objects.filter(id=export_id).first()
-    if export is None or not Export.mark_running(export_id):
+    with fenced():
+        started = export is not None and Export.mark_running(export_id)
+    if export is None or not started:
         raise ExportNotRunnable(f"export {export_id} is {export.status if export else 'gone'}")
     ceiling = settings.EXPORT_MEMORY_CEILING_MB
-    relative = f"exports/{uuid.uuid4().hex}.{export.format}"
+    relative = export_file_name(export, fence)
     storage = _storage()
     cells = _CHILD_CONTEXT.Array("q", [-1, 0], lock=False)
-    relay = ProgressRelay(ExportProgress(job_id, export_id), cells)
+    relay = ProgressRelay(ExportProgress(job_id, export_id, fence=fence), cells)
     try:
         with scratch_dir("export") as scratch:
             partial = scratch / f"{PurePosixPath(relative).name}.part"
@@ -130,27 +136,37 @@ def run_export(export_id: str) -> dict[str, Any]:
             size = partial.stat().st_size
             stored = save_local_file(storage, relative, partial)
     except ExportTooLarge as exc:
-        Export.mark_failed(export_id, str(exc))
+        with fenced():
+            Export.mark_failed(export_id, str(exc))
         raise
     except MemoryCeilingExceeded:
         message = f"export stopped: it needed more than {ceiling} MB"
-        Export.mark_failed(export_id, message, peak_memory_mb=round(last_peak_rss_mb(), 1))
+        with fenced():
+            Export.mark_failed(export_id, message, peak_memory_mb=round(last_peak_rss_mb(), 1))
         raise ExportTooLarge(message) from None
-    except JobCancelled:
-        # The job ends cancelled, and its type's on_cancelled hook fails the export.
+    except (JobCancelled, RunSuperseded):
+        # Cancelled: the job ends so, and its type's on_cancelled hook fails the export.
+        # Superseded: the export is the run that took the job over's to settle.
         raise
     except Exception as exc:
         _attempt_failed(export_id, job_id, exc)
         raise
     peak = round(last_peak_rss_mb(), 1)
-    completed = Export.mark_completed(
-        export_id,
-        file=stored,
-        row_count=written["rows"],
-        total_rows=written["total_rows"],
-        size_bytes=size,
-        peak_memory_mb=peak,
-    )
+    try:
+        # The row names the file that won: only the run that still holds the job records its own.
+        with fenced():
+            completed = Export.mark_completed(
+                export_id,
+                file=stored,
+                row_count=written["rows"],
+                total_rows=written["total_rows"],
+                size_bytes=size,
+                peak_memory_mb=peak,
+            )
+    except RunSuperseded:
+        logger.warning("Export %s: this run lost its job to another worker; its file %s is deleted", export_id, stored)
+        storage.delete(stored)
+        raise
     if not completed:
         # Settled meanwhile (cancelled): no row will ever name this file.
         logger.warning("Export %s was settled while it ran; its file %s is deleted", export_id, stored)
@@ -183,10 +199,25 @@ def _attempt_failed(export_id: str, job_id: str | None, exc: Exception) -> None:
     job (a shell), nothing else settles it, so it fails here.
     """
     error = readable_reason(exc)  # the owner reads it: a driver's text stays in the job's traceback
-    if job_id is None:
-        Export.mark_failed(export_id, error)
-    else:
-        Export.mark_pending(export_id, error)
+    with fenced():  # a run that lost its job leaves the export to the run that took it over
+        if job_id is None:
+            Export.mark_failed(export_id, error)
+        else:
+            Export.mark_pending(export_id, error)
+
+
+def export_file_name(export: Export, fence: Fence | None) -> str:
+    """The storage name of an export's file, per attempt in a run: ``exports/<id>.a<attempt>.<format>``.
+
+    A run whose job was taken over by another worker (it was frozen, or cut
+    off from Redis) may still be writing when it wakes: with a name of its
+    own it can never overwrite the file of the run that took over, and the
+    Export row names the file that won (``mark_completed``, fenced). Outside
+    a run (a shell) ``exports/<id>.<format>``. The expiry
+    (``delete_expired_exports``) deletes whatever file the row names.
+    """
+    suffix = f".a{fence.attempt}" if fence is not None else ""
+    return f"exports/{export.id}{suffix}.{export.format}"
 
 
 def _storage() -> Storage:
@@ -248,14 +279,15 @@ def export_weekly_job_metrics(now: datetime | None = None) -> Export:
         metrics = get_dataset(JOB_METRICS_DATASET)
         start, end = past_week(now or timezone.now())
         query = metrics.validate({"finished_after": start.isoformat(), "finished_before": end.isoformat()}, None, None)
-        export = Export.objects.create(
-            owner=None,
-            job_id=job_id,
-            dataset=metrics.name,
-            query_params=query.as_json(),
-            all_owners=True,
-            format=ExportFormat.CSV,
-        )
+        with fenced():
+            export = Export.objects.create(
+                owner=None,
+                job_id=job_id,
+                dataset=metrics.name,
+                query_params=query.as_json(),
+                all_owners=True,
+                format=ExportFormat.CSV,
+            )
     run_export(str(export.id))
     export.refresh_from_db()
     return export

@@ -20,6 +20,7 @@ from documents.exceptions import (
 )
 from documents.models import DocumentPage, DocumentStatus, PageSource, PageStatus
 from jobs.dispatch.outcomes import deliver_outcome
+from jobs.models import Job
 from jobs.state import transitions
 from jobs.worker.isolation import ChildProcessFailed
 from tests.documents import pdfs
@@ -252,11 +253,17 @@ def test_page_range_children_inherit_the_priority_of_the_ocr_request(user, docum
         marker = ocr.start_document_ocr(**job.arguments)
     finally:
         set_current_job(None)
-    # Then its page-range children carry the same priority, and the stages so far are recorded
-    assert [(child.priority, child.type, child.actor) for child in marker.jobs] == [
+    # Then the stages so far are recorded
+    job.refresh_from_db()
+    assert (job.progress, job.progress_data["message"]) == (10, "File loaded")
+    # And its page-range children, inserted as the parent starts waiting (what the worker's
+    # mirror does next), carry the same priority
+    assert transitions.await_children(
+        str(job.id), "this-test", marker.data["fanout"]["low"], marker.data, attempt=1, children=marker.jobs
+    )
+    children = Job.objects.filter(parent_id=job.id)
+    assert [(child.priority, child.type, child.actor) for child in children] == [
         ("high", "pdf-ocr-pages", "ocr_page_range")
     ]
     assert marker.jobs[0].arguments == {"document_id": str(document.id), "first_page": 1, "last_page": 1}
     assert marker.data["total_pages"] == 1 and marker.data["pages_processed"] == 0
-    job.refresh_from_db()
-    assert (job.progress, job.progress_data["message"]) == (10, "File loaded")
