@@ -33,6 +33,7 @@ import redis
 from django.conf import settings
 
 from campaigns.exceptions import SendingDeferred
+from jobs.public import connect_redis
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def redis_client() -> redis.Redis:
     with _clients_lock:
         client = _clients.get(url)
         if client is None:
-            client = _clients[url] = redis.Redis.from_url(url)
+            client = _clients[url] = connect_redis(url)
         return client
 
 

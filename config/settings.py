@@ -12,9 +12,19 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_float, env_header, env_int, env_list, env_rate, env_str
+from config.env import (
+    ImproperEnvironment,
+    env_bool,
+    env_float,
+    env_header,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+)
 from config.file_storage import default_file_storage
 from config.modes import PRODUCTION, development_secret_key, read_mode, refuse_unsafe_production
+from jobs.core.redis_connection import channel_layer_host, parse_sentinels
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CONVEYOR_VAR_DIR", str(BASE_DIR / "var")))
@@ -172,6 +182,15 @@ DB_CONNECTION_BUDGET = env_int("DB_CONNECTION_BUDGET", 80)
 
 # --- Redis and Dramatiq -----------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Redis Sentinel: with REDIS_SENTINELS (host:port, comma-separated) every
+# client asks these sentinels for the primary of REDIS_SENTINEL_MASTER and
+# follows a failover; REDIS_URL then gives only the database number and
+# password (jobs/core/redis_connection.py).
+REDIS_SENTINELS = parse_sentinels(env_str("REDIS_SENTINELS", ""))
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "")
+REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD", "")
+if REDIS_SENTINELS and not REDIS_SENTINEL_MASTER:
+    raise ImproperEnvironment("REDIS_SENTINEL_MASTER must name the master when REDIS_SENTINELS is set")
 # Key prefix of every Dramatiq key; tests use their own so that a running
 # `make run` on the same Redis never eats their messages.
 DRAMATIQ_NAMESPACE = env_str("DRAMATIQ_NAMESPACE", "conveyor")
@@ -219,7 +238,10 @@ JOBS_LIVE_DISCOVERY_S = env_float("JOBS_LIVE_DISCOVERY_S", 0.2)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{DRAMATIQ_NAMESPACE}:live"},
+        "CONFIG": {
+            "hosts": [channel_layer_host(REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD)],
+            "prefix": f"{DRAMATIQ_NAMESPACE}:live",
+        },
     }
 }
 
@@ -349,6 +371,11 @@ EMAIL_MAX_ATTEMPTS_PER_RECIPIENT = env_int("EMAIL_MAX_ATTEMPTS_PER_RECIPIENT", 3
 # After a 4xx answer, the batch tries those recipients again this much later.
 EMAIL_TEMPORARY_RETRY_DELAY_S = env_float("EMAIL_TEMPORARY_RETRY_DELAY_S", 60.0)
 EMAIL_PROGRESS_INTERVAL_S = env_float("EMAIL_PROGRESS_INTERVAL_S", 0.5)
+# A batch that took its job over from a run whose worker stopped heartbeating sends the
+# rows that run left "sending" (in doubt: maybe handed to the server) only once this long
+# has passed since it first saw them, and the worker is still silent: an earlier run that
+# was only frozen records them itself when it wakes (campaigns.deliveries).
+EMAIL_IN_DOUBT_GRACE_S = env_float("EMAIL_IN_DOUBT_GRACE_S", 2 * DRAMATIQ_HEARTBEAT_TIMEOUT_MS / 1000)
 # Delivery status writes (one per message) commit without waiting for the disk flush
 # (PostgreSQL's synchronous_commit=off for that connection): a killed worker loses none
 # of them; only a crash of PostgreSQL itself can lose the last ~0.6 s of them, whose

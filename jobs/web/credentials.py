@@ -7,6 +7,7 @@ Tokens are django-rest-knox's: the database keeps a SHA-512 digest and an expiry
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from typing import Any
@@ -17,6 +18,8 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from knox.auth import TokenAuthentication
 from knox.models import AuthToken
+
+from jobs.core.redis_connection import connect_redis
 
 #: Seconds a WebSocket ticket stays valid.
 WS_TICKET_TTL_S = 30
@@ -67,15 +70,16 @@ def _ticket_key(ticket: str) -> str:
     return f"{settings.DRAMATIQ_NAMESPACE}:ws-ticket:{hashlib.sha256(ticket.encode()).hexdigest()}"
 
 
+@functools.cache
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    # One connection pool per process (through Sentinel, a new client would first ask for the primary).
+    return connect_redis(socket_timeout=2, socket_connect_timeout=2)
 
 
 def issue_ws_ticket(user_id: int) -> str:
     """A single-use WebSocket ticket for ``user_id``, valid ``WS_TICKET_TTL_S`` seconds."""
     ticket = secrets.token_urlsafe(32)
-    with _redis() as client:
-        client.set(_ticket_key(ticket), str(user_id), ex=WS_TICKET_TTL_S)
+    _redis().set(_ticket_key(ticket), str(user_id), ex=WS_TICKET_TTL_S)
     return ticket
 
 
@@ -83,6 +87,5 @@ def redeem_ws_ticket(ticket: str) -> int | None:
     """The user id of a ticket, which is used up (GETDEL: two connects cannot both redeem it)."""
     if not ticket or len(ticket) > 100:
         return None
-    with _redis() as client:
-        value = client.getdel(_ticket_key(ticket))
+    value = _redis().getdel(_ticket_key(ticket))
     return int(value) if value is not None else None

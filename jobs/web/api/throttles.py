@@ -27,6 +27,8 @@ from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+from jobs.core.redis_connection import connect_redis
+
 logger = logging.getLogger(__name__)
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -35,7 +37,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 @functools.cache
 def _redis() -> redis.Redis:
     # One connection pool per process; a short timeout, since every throttled request waits on it.
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    return connect_redis(socket_timeout=1, socket_connect_timeout=1)
 
 
 def seconds_until_allowed(previous: int, current: int, limit: int, elapsed: float, duration: int) -> float:

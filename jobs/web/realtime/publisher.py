@@ -34,11 +34,11 @@ import time
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # channels_redis' own serializer library
-import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
+from jobs.core.redis_connection import connect_redis
 from jobs.models import Job
 from jobs.state.events import JobEvent, add_event_listener
 from jobs.web.realtime.groups import EVENT_MESSAGE_TYPE, group_channel_prefix, groups_for, layer_config
@@ -154,9 +154,10 @@ class LivePublisher:
         """The publishing script, registered on this thread's Redis client (``.registered_client``)."""
         if self._publish_all is None:
             host = layer_config()["hosts"][0]
-            url = host if isinstance(host, str) else host["address"]
+            # The layer's own Redis; a Sentinel entry has no address: the configured master then.
+            url = host if isinstance(host, str) else host.get("address")
             # Short timeouts: a hung Redis must not pile events up behind one batch for long.
-            client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+            client = connect_redis(url, socket_timeout=2, socket_connect_timeout=2)
             # One command, one argument for the whole batch: a pipeline of PUBLISHes cost
             # ~20 us of client CPU per command here (packing each, parsing each reply).
             self._publish_all = client.register_script(_PUBLISH_ALL)
