@@ -234,8 +234,9 @@ case "$target" in
         fi
         ;;
     test)
-        # chromium drives the browser tests; docker-compose validates docker/.
-        ensure_debs redis-server tesseract-ocr tesseract-ocr-eng poppler-utils chromium docker-compose
+        # chromium drives the browser tests; docker-compose validates docker/;
+        # faketime runs the clock-skew test's workers minutes off (tests/faults/test_clock_skew.py).
+        ensure_debs redis-server tesseract-ocr tesseract-ocr-eng poppler-utils chromium docker-compose faketime
         if uses_postgres && ! postgres_installed && ! pg_ready; then
             ensure_debs postgresql
         fi

@@ -40,8 +40,8 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Count
-from django.utils import timezone
 
+from jobs.core.clock import database_now
 from jobs.core.enums import TERMINAL_STATUSES, JobStatus
 from jobs.core.exceptions import readable_reason
 from jobs.dispatch.registry import JobType, job_types
@@ -175,7 +175,7 @@ def deliver_unsettled(grace_s: float, limit: int = 500) -> int:
     hook to have run) get their hook again.
     """
     delivered = 0
-    cutoff = timezone.now() - timedelta(seconds=grace_s)
+    cutoff = database_now() - timedelta(seconds=grace_s)  # finished_at is the database's time
     for job_type in job_types().values():
         if job_type.unsettled is None:
             continue

@@ -19,6 +19,7 @@ from django.utils import timezone
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 
+from jobs.core.clock import database_now
 from jobs.core.messages import ATTEMPT, JOB_TYPE, MAX_ATTEMPTS, PARENT, PRIORITY
 from jobs.core.origin import SYSTEM, AuditAction, Origin
 from jobs.core.queues import get_queue
@@ -117,13 +118,18 @@ def message_for(job: Job) -> Message[Any]:
     )
 
 
-def send_job(job: Job) -> bool:
-    """Put a job's message on Redis; False (logged) when Redis is unreachable."""
+def send_job(job: Job, now: datetime | None = None) -> bool:
+    """Put a job's message on Redis; False (logged) when Redis is unreachable.
+
+    A delayed job's remaining delay is counted from ``now``, the database's
+    time by default: ``scheduled_for`` is the database's time too (see
+    ``jobs.core.clock``), and this host's clock may be off.
+    """
     delay: int | None = None
-    if job.scheduled_for is not None:
-        remaining = int((job.scheduled_for - timezone.now()).total_seconds() * 1000)
-        delay = remaining if remaining > 0 else None
     try:
+        if job.scheduled_for is not None:
+            remaining = int((job.scheduled_for - (now or database_now())).total_seconds() * 1000)
+            delay = remaining if remaining > 0 else None
         dramatiq.get_broker().enqueue(message_for(job), delay=delay)
     except Exception:
         logger.warning("Could not send job %s; the reconciler will send it later", job.id, exc_info=True)
@@ -137,9 +143,11 @@ def send_jobs(jobs: Iterable[Job]) -> int:
     """Send many jobs: those due now in pipelined batches, delayed ones one by one."""
     now_due: list[Job] = []
     sent = 0
+    now: datetime | None = None
     for job in jobs:
         if job.scheduled_for is not None:
-            sent += send_job(job)
+            now = now or database_now()
+            sent += send_job(job, now)
         else:
             now_due.append(job)
     broker = dramatiq.get_broker()

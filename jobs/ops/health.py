@@ -14,13 +14,16 @@ A worker process is *alive* only when both hold:
 A process whose presence thread still runs but whose consumer is stuck fails
 the second test. The canary test is per queue: any worker's pickup proves
 the queue's consumers.
+
+Neither test reads this host's clock: heartbeats are compared in Redis's time
+(``broker.clock``, which stamps them), job timestamps in the database's
+(``database_now``), so a web host whose clock is off judges like any other.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +33,7 @@ from django.db import connection
 from django.db.models import F, Max, Min
 from django.utils import timezone
 
+from jobs.core.clock import database_now
 from jobs.core.queues import queue_names
 from jobs.models import Job, JobStatus
 from jobs.worker.middleware.presence import workers_key
@@ -42,9 +46,9 @@ CANARY_TYPE = "canary"
 
 def _presence_entries() -> list[dict[str, Any]]:
     """Worker processes whose presence entry is fresher than the heartbeat limit (N)."""
-    broker = dramatiq.get_broker()
-    cutoff = time.time() - settings.WORKER_ALIVE_HEARTBEAT_S
-    entries = broker.client.hgetall(workers_key(broker.namespace))  # type: ignore[attr-defined]
+    broker: Any = dramatiq.get_broker()
+    cutoff = broker.clock.now() - settings.WORKER_ALIVE_HEARTBEAT_S
+    entries = broker.client.hgetall(workers_key(broker.namespace))
     workers = []
     for worker_id, raw in entries.items():
         entry = json.loads(raw)
@@ -81,7 +85,7 @@ def live_workers() -> list[dict[str, Any]]:
     entries = _presence_entries()
     if not entries:
         return []
-    since = timezone.now() - timedelta(seconds=settings.WORKER_CONSUMING_WITHIN_S)
+    since = database_now() - timedelta(seconds=settings.WORKER_CONSUMING_WITHIN_S)
     proven = queues_with_recent_canary(since)
     paused = paused_queues()
     alive = []

@@ -9,7 +9,6 @@ roll-ups in ``jobs.ops.stats``, so the page costs the same with millions of jobs
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,10 +112,11 @@ def queue_rows(now: datetime) -> tuple[list[QueueRow], bool]:
         broker: Any = dramatiq.get_broker()
         paused = paused_queues()
         workers = live_workers()
+        now_s = broker.clock.now()  # presence entries carry Redis's time, not this host's
         for row in rows:
             row.paused = row.name in paused
             row.depth = broker.queue_depth(row.name)
-            row.workers = [_worker_view(w, time.time()) for w in workers if row.name in w.get("queues", [])]
+            row.workers = [_worker_view(w, now_s) for w in workers if row.name in w.get("queues", [])]
     except redis.RedisError as exc:
         logger.warning("Queue overview: Redis unreachable: %s", exc)
         return rows, False

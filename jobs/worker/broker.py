@@ -17,23 +17,29 @@
   dead workers' messages) on a timer too, not only by chance.
 * Redis message ids start with the message id, so the reconciler can tell
   from the hash keys alone which jobs Redis holds.
+* One clock: heartbeats, dead-worker cut-offs and delayed messages' due times
+  are Redis's time (``jobs.core.clock.RedisClock``), never this host's, so a
+  worker whose clock is off neither loses its jobs nor runs delayed ones early.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property
 from typing import Any, Protocol
 from uuid import uuid4
 
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import current_millis, dq_name, q_name
+from dramatiq.common import dq_name, q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from jobs.core.clock import RedisClock
+from jobs.core.redis_connection import connect_redis
 from jobs.worker.pausing import PAUSED_POLL_S, consumer_should_wait
 
 PRIORITY_OPTION = "conveyor_priority"
@@ -135,6 +141,9 @@ class ConveyorRedisBroker(RedisBroker):
         maintenance_interval_ms: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("client") is None:
+            # Through Sentinel when configured (REDIS_SENTINELS): the client follows a failover.
+            kwargs["client"] = connect_redis(kwargs.pop("url", None))
         super().__init__(**kwargs)
         from django.conf import settings
 
@@ -148,6 +157,11 @@ class ConveyorRedisBroker(RedisBroker):
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _ConveyorConsumer
+
+    @cached_property
+    def clock(self) -> RedisClock:
+        """Redis's clock: what every heartbeat, cut-off and delayed message's eta is counted in."""
+        return RedisClock(self.client)
 
     # -- keys -----------------------------------------------------------
     def queue_key(self, queue_name: str) -> str:
@@ -169,7 +183,7 @@ class ConveyorRedisBroker(RedisBroker):
         message = message.copy(options={"redis_message_id": f"{message.message_id}.{uuid4().hex[:12]}"})
         if delay is not None:
             queue_name = dq_name(queue_name)
-            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+            message = message.copy(queue_name=queue_name, options={"eta": self.clock.now_ms() + delay})
 
         self.emit_before("enqueue", message, delay)
         high = "1" if message.options.get(PRIORITY_OPTION) == HIGH and delay is None else "0"
@@ -214,7 +228,7 @@ class ConveyorRedisBroker(RedisBroker):
         prefetch = min(prefetch, self._max_unpack_size())
         result = self._ack_and_fetch_script(
             keys=[self.namespace],
-            args=[current_millis(), queue_name, self.broker_id, prefetch, *redis_message_ids],
+            args=[self.clock.now_ms(), queue_name, self.broker_id, prefetch, *redis_message_ids],
         )
         return list(result)
 
@@ -228,7 +242,7 @@ class ConveyorRedisBroker(RedisBroker):
         self.scripts["dispatch"](
             args=[
                 "heartbeat",  # not a dispatch command: the script only heartbeats (and maintains)
-                current_millis(),
+                self.clock.now_ms(),
                 queue_name,
                 self.broker_id,
                 self.heartbeat_timeout,
@@ -239,14 +253,40 @@ class ConveyorRedisBroker(RedisBroker):
             keys=[self.namespace],
         )
 
+    def _dispatch(self, command: str) -> Callable[..., Any]:
+        # Dramatiq's own, with Redis's time: every dispatch command (ack,
+        # nack, requeue) heartbeats, and its maintenance takes the workers
+        # whose heartbeat is older than this timestamp minus the timeout for
+        # dead. This host's clock running ahead would declare live workers dead.
+        dispatch = self.scripts["dispatch"]
+        keys = [self.namespace]
+
+        def do_dispatch(queue_name: str, *args: Any) -> Any:
+            return dispatch(
+                args=[
+                    command,
+                    self.clock.now_ms(),
+                    queue_name,
+                    self.broker_id,
+                    self.heartbeat_timeout,
+                    self.dead_message_ttl,
+                    self._should_do_maintenance(command),
+                    self._max_unpack_size(),
+                    *args,
+                ],
+                keys=keys,
+            )
+
+        return do_dispatch
+
     def live_worker_ids(self) -> set[str]:
         """Broker ids (one per worker process) whose heartbeat is recent."""
-        cutoff = current_millis() - self.heartbeat_timeout
+        cutoff = self.clock.now_ms() - self.heartbeat_timeout
         return {_text(wid) for wid in self.client.zrangebyscore(self.heartbeats_key, cutoff, "+inf")}
 
     def is_worker_alive(self, worker_id: str) -> bool:
         score = self.client.zscore(self.heartbeats_key, worker_id)
-        return score is not None and score >= current_millis() - self.heartbeat_timeout
+        return score is not None and score >= self.clock.now_ms() - self.heartbeat_timeout
 
     def message_ids_in_redis(self, queue_name: str) -> set[str]:
         """Ids of every message Redis holds for a queue: waiting, delayed or being processed."""
@@ -409,6 +449,13 @@ class _ConveyorConsumer(_RedisConsumer):
                     continue
                 message = Message.decode(data)
                 self.queued_message_ids.add(message.message_id)
+                eta = message.options.get("eta")
+                if isinstance(eta, int | float):
+                    # The eta is Redis's time; Dramatiq's worker compares it
+                    # with this host's clock, so it waits for the host's
+                    # reading of that moment. Only this copy changes: Redis
+                    # keeps the message as it was sent.
+                    message.options["eta"] = self.broker.clock.to_local_ms(eta)
                 proxy = MessageProxy(message)
                 claim_ahead = self.broker.claim_ahead
                 if claim_ahead is not None and self._runs_jobs and "eta" not in message.options:

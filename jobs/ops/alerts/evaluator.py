@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.utils import timezone
 
+from jobs.core.clock import database_now
 from jobs.models.alert import Alert, Notice
 from jobs.ops.alerts.notifier import WebhookFailed, page_on_call, post_slack
 from jobs.ops.alerts.rules import Rule, all_rules, get_rule
@@ -96,7 +96,8 @@ def send_owed_notices(evaluation: Evaluation) -> None:
 
 def evaluate_alerts() -> Evaluation:
     """Measure every rule, open/fire/resolve alerts, post what is owed. Never raises for one rule."""
-    now = timezone.now()
+    # The rules compare job timestamps, which carry the database's clock.
+    now = database_now()
     evaluation = Evaluation()
     for rule in all_rules():
         try:

@@ -9,6 +9,8 @@ by ``jobs.ops.scheduling.firing.fire`` (a unique row), never by the store.
 A stored job keeps its ``next_run_time`` while every scheduler is down, so
 the first one back sees the missed time and, with ``coalesce``, runs it once
 if within the schedule's grace (else records it ``missed``).
+
+Fire times follow Redis's clock, not this host's (``use_shared_clock``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+import apscheduler.executors.base
+import apscheduler.schedulers.base
+import dramatiq
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.base import run_job
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -38,6 +43,41 @@ logger = logging.getLogger(__name__)
 
 JOB_ID_PREFIX = "schedule-"
 _current = threading.local()
+
+
+def _redis_clock_offset_s() -> float:
+    clock = getattr(dramatiq.get_broker(), "clock", None)
+    if clock is None:
+        return 0.0
+    try:
+        return float(clock.offset_s())
+    except Exception as exc:
+        logger.warning("Could not read Redis's clock; fire times follow this host's for now: %s", exc)
+        return 0.0
+
+
+class _SharedClockDatetime(datetime):
+    """``datetime`` whose ``now()`` is Redis's time: this host's clock plus the measured offset."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+        return datetime.now(tz) + timedelta(seconds=_redis_clock_offset_s())
+
+
+def use_shared_clock() -> None:
+    """Make APScheduler's notion of now Redis's time, so fire times follow one clock.
+
+    Every scheduler process computes the same fire times, but each fires
+    them when its own clock reads them: one whose clock runs five minutes
+    ahead would enqueue every recurring job five minutes early (and, as a
+    fire time is claimed once, the on-time schedulers would then skip it).
+    APScheduler 3 reads the time only through ``datetime.now`` in these two
+    modules (when a job is due, how long to sleep, whether a run missed its
+    grace) and has no hook for it, so they get a ``datetime`` whose ``now``
+    adds the offset. Idempotent; the offset is re-measured by the broker's clock.
+    """
+    apscheduler.schedulers.base.datetime = _SharedClockDatetime  # type: ignore[misc]
+    apscheduler.executors.base.datetime = _SharedClockDatetime  # type: ignore[misc]
 
 
 def fire_scheduled(schedule_id: int) -> str:
@@ -190,6 +230,7 @@ class SchedulerProcess:
         self._exited = threading.Event()
         self.refresh_s = refresh_s
         self.duties = [Duty("sync-schedules", refresh_s, self._sync), *duties]
+        use_shared_clock()
         self.scheduler = BlockingScheduler(
             timezone=UTC,
             jobstores={"default": SharedDjangoJobStore()},

@@ -1,7 +1,9 @@
 """Each worker process announces itself in Redis: what it consumes and what it runs.
 
 The health endpoint and the console read these entries; an entry older than
-the heartbeat timeout belongs to a worker that is gone. Once booted, each
+the heartbeat timeout belongs to a worker that is gone. Entries are stamped
+with Redis's clock (``broker.clock``), as readers compare them, so a host
+whose clock is off is neither reported gone nor kept alive. Once booted, each
 worker process also sends a canary to its queues: its pickup is what proves
 a new pool consuming (see ``jobs.ops.health``) without waiting for the
 scheduler's next one.
@@ -34,6 +36,11 @@ def workers_key(namespace: str) -> str:
     return f"{namespace}:__workers__"
 
 
+def _redis_now(broker: dramatiq.Broker) -> float:
+    clock: Any = getattr(broker, "clock", None)
+    return time.time() if clock is None else float(clock.now())
+
+
 class WorkerPresence(Middleware):
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -49,6 +56,10 @@ class WorkerPresence(Middleware):
         whitelist = getattr(worker, "consumer_whitelist", None) or broker.get_declared_queues()
         self._queues = sorted(q_name(name) for name in whitelist)
         self._threads = getattr(worker, "worker_threads", 0)
+        try:
+            self._started = _redis_now(broker)
+        except Exception:
+            logger.warning("Could not read Redis's clock for this worker's start time", exc_info=True)
         self._thread = threading.Thread(
             target=self._announce_loop, args=(broker,), name="conveyor-presence", daemon=True
         )
@@ -114,7 +125,7 @@ class WorkerPresence(Middleware):
             "processed": self._processed,
             "failed": self._failed,
             "started_at": self._started,
-            "heartbeat_at": time.time(),
+            "heartbeat_at": _redis_now(broker),
         }
         redis_broker: Any = broker
         redis_broker.client.hset(workers_key(redis_broker.namespace), redis_broker.broker_id, json.dumps(entry))
