@@ -2,8 +2,8 @@
 
 ``job``: the Job mirror and its attempt history; ``schedule``: recurring jobs
 and their fires; ``stats``: the console's hourly roll-ups; ``alert``: alert
-breaches; ``audit``: operators' actions. Modules here import only ``jobs.core``; what changes these rows
-lives above (``jobs.state`` for jobs).
+breaches; ``audit``: operators' actions; ``pause``: paused queues. Modules
+here import only ``jobs.core``; what changes these rows lives above (``jobs.state`` for jobs).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from jobs.core.enums import (
 from jobs.models.alert import Alert, AlertStatus
 from jobs.models.audit import AuditEvent
 from jobs.models.job import Job, JobAttempt
+from jobs.models.pause import QueuePause
 from jobs.models.schedule import FireOutcome, Schedule, ScheduleFire
 from jobs.models.stats import JobStatsBucket, StatsWatermark
 
@@ -36,6 +37,7 @@ __all__ = [
     "JobPriority",
     "JobStatsBucket",
     "JobStatus",
+    "QueuePause",
     "Schedule",
     "ScheduleFire",
     "StatsWatermark",
