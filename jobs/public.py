@@ -12,6 +12,12 @@ module (``lint-imports`` enforces it). Through it they:
 * **report progress** from inside a run (``progress``, the fan-out helpers,
   ``write_progress`` from another thread of the run) and run stoppable work
   in child processes (``run_command``, ``run_in_child``);
+* **write only while the run holds its job**: domain writes of a run go
+  through ``fenced()`` (a transaction refused with ``RunSuperseded`` once
+  another worker took the job over), outputs are named per attempt
+  (``current_fence().attempt``), claims of domain rows carry
+  ``str(current_fence())``, and a step that must not be cut in the middle (an
+  email handed to its server) runs in ``uninterrupted()``;
 * **keep files** in the configured storage, never a host's path: copy one
   to a scratch directory for a tool (``local_copy``, ``scratch_dir``), store
   what a job made (``save_local_file``), stream one to a client after the
@@ -22,7 +28,9 @@ module (``lint-imports`` enforces it). Through it they:
   after commit, at least once (``jobs.dispatch.outcomes`` says exactly when);
 * **plug in** what the platform reports on: alert rules, weekly report
   columns, cleanups, datasets for exports, per-user activity for the digest;
-* **look alike** in the admin (``status_badge`` with a ``Tone`` per status).
+* **look alike** in the admin (``status_badge`` with a ``Tone`` per status);
+* **reach Redis** as the platform does (``connect_redis``: the configured
+  host, or the primary Redis Sentinel names, followed through a failover).
 """
 
 from __future__ import annotations
@@ -35,12 +43,14 @@ from jobs.core.exceptions import (
     JobTimedOut,
     PermanentJobError,
     Reschedule,
+    RunSuperseded,
     TransientJobError,
     readable_reason,
 )
 from jobs.core.files import local_copy, open_stream, save_local_file, scratch_dir, stored_size
 from jobs.core.origin import AuditAction, Origin, Via
 from jobs.core.queues import get_queue
+from jobs.core.redis_connection import connect_redis
 from jobs.dispatch.outcomes import ChildrenSummary, FailedChild, JobOutcome
 from jobs.dispatch.registry import JobPlan, JobType, default_plan, get_job_type, register_job_type
 from jobs.dispatch.services import build_job, create_jobs, start_job
@@ -64,6 +74,7 @@ from jobs.ops.datasets.spec import (
 from jobs.ops.reports import register_report_column
 from jobs.ops.scheduling import register_cleanup
 from jobs.state.audit import record_audit
+from jobs.state.fencing import Fence, current_fence, fenced
 from jobs.web.admin.badges import Tone, status_badge
 from jobs.web.api.permissions import ModelPermissions
 from jobs.web.api.throttles import UploadThrottle
@@ -80,9 +91,17 @@ from jobs.worker.isolation import (
     run_command,
     run_in_child,
 )
+from jobs.worker.liveness import run_may_still_be_going
 from jobs.worker.progress import progress, write_progress_of
+from jobs.worker.stopping import uninterrupted
 
 __all__ = [
+    "Fence",
+    "RunSuperseded",
+    "current_fence",
+    "fenced",
+    "run_may_still_be_going",
+    "uninterrupted",
     "ModelPermissions",
     "AuditAction",
     "Origin",
@@ -90,6 +109,7 @@ __all__ = [
     "record_audit",
     "TOO_MANY_REQUESTS",
     "UploadThrottle",
+    "connect_redis",
     "DATETIME",
     "INTEGER",
     "TEXT",

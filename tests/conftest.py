@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,10 +11,35 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+from tests.faults import results as fault_results
 from tests.s3_server import S3Bucket, S3Server
 from tests.web_server import WebServer
 from tests.webhooks import WebhookReceiver
 from tests.workers import WorkerPool
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The controller (or a run without xdist) names the file the fault tests' rows go to; xdist
+    # workers inherit it.
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        path = Path(__file__).resolve().parent.parent / "var" / f"fault-results-{os.getpid()}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        os.environ[fault_results.ENV] = str(path)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER") is not None:
+        return
+    path = Path(os.environ.get(fault_results.ENV, ""))
+    rows = fault_results.read(path) if path.name else []
+    if not rows:
+        return
+    text = fault_results.table(rows)
+    terminalreporter.write_sep("=", "fault scenarios")
+    terminalreporter.write_line(text)
+    (path.parent / "fault-results.md").write_text(text + "\n", encoding="utf-8")
+    path.unlink(missing_ok=True)
 
 
 def _flush_namespace() -> None:

@@ -57,3 +57,32 @@ def worker_lost_attempts(ids: list[str]) -> list[str]:
 
 def worker_pids(pool: WorkerPool) -> set[int]:
     return {process.pid for process in pool.worker_processes()}
+
+
+#: What each ``test_wait_then`` job ends as, once its worker's final write is durable.
+WAIT_THEN_OUTCOMES = {
+    "complete": JobStatus.COMPLETED,
+    "fail": JobStatus.FAILED,
+    "retry": JobStatus.COMPLETED,  # on its second attempt
+    "reschedule": JobStatus.COMPLETED,
+    "cancel": JobStatus.CANCELLED,
+    "fanout": JobStatus.COMPLETED,  # once its children have
+}
+
+
+def enqueue_wait_then() -> list[str]:
+    """One ``test_wait_then`` job per outcome (in ``WAIT_THEN_OUTCOMES`` order); their ids."""
+    rows = [
+        build_job(
+            job_type="test-wait-then",
+            queue="maintenance",
+            actor="test_wait_then",
+            arguments={"queue": "maintenance", "outcome": outcome},
+        )
+        for outcome in WAIT_THEN_OUTCOMES
+    ]
+    for row in rows:
+        row.max_attempts = 2  # the "retry" one gets its second attempt
+    with transaction.atomic():
+        jobs = create_jobs(rows)
+    return [str(job.id) for job in jobs]

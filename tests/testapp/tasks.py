@@ -158,3 +158,51 @@ def fail_once_then_succeed(queue: str) -> str:
 _declare(hit_database_error, "test_hit_database_error", "maintenance")
 _declare(fail_holding_a_secret, "test_fail_holding_a_secret", "maintenance")
 _declare(fail_once_then_succeed, "test_fail_once_then_succeed", "maintenance")
+
+
+def wait_then(queue: str, outcome: str) -> Any:
+    """Waits for the test's "go" (a Redis key), then ends as ``outcome`` says.
+
+    So that a test can take the database away first and have every kind of
+    final write (completed, failed, retrying, rescheduled, cancelled,
+    waiting for children) happen while it is gone.
+    """
+    import time
+
+    from jobs.worker import stopping
+
+    job = current_job()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    go = f"{settings.DRAMATIQ_NAMESPACE}:test:go"
+    # A cancel asked before "go" is acted on after it (the watchdog's stop waits for the block).
+    with stopping.uninterrupted():
+        while not client.exists(go):
+            time.sleep(0.05)
+    first = client.incr(f"{settings.DRAMATIQ_NAMESPACE}:test:wait-then:{job.job_id if job else '?'}") == 1
+    client.close()
+    _record("runs")
+    if outcome == "fail":
+        raise PermanentJobError("asked to fail")
+    if outcome == "retry" and first:
+        raise TransientJobError("asked to fail once")
+    if outcome == "reschedule" and first:
+        raise Reschedule(0.5, "asked to wait")
+    if outcome == "cancel":
+        progress(50, "checking for a cancel", force=True)
+    if outcome == "fanout":
+        return fan_out(
+            [
+                ChildJob(
+                    actor="test_record_run_maintenance",
+                    arguments={"queue": "maintenance", "seconds": 0.1},
+                    job_type="test-record-run",
+                    queue="maintenance",
+                )
+                for _ in range(3)
+            ],
+            unit="pieces",
+        )
+    return outcome
+
+
+_declare(wait_then, "test_wait_then", "maintenance")
