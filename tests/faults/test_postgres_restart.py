@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,6 +19,7 @@ import psycopg
 import pytest
 
 from tests.faults.helpers import worker_pids
+from tests.faults.results import record
 from tests.workers import ROOT, wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
@@ -89,6 +91,7 @@ def test_workers_survive_a_postgres_restart_mid_run_and_every_job_completes(pool
     # When PostgreSQL restarts in the middle of it
     private_postgres.stop()
     private_postgres.start()
+    back_at = time.monotonic()
     assert job_statuses(database_url, ids).get("completed", 0) < JOBS, "the run finished before the restart"
 
     # Then every job completes (with the scheduler running the reconciler, as in production)
@@ -104,6 +107,18 @@ def test_workers_survive_a_postgres_restart_mid_run_and_every_job_completes(pool
             wait_for(all_completed, timeout=90, interval=1.0, what="every job to complete")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; jobs by status: {seen}") from None
+    with psycopg.connect(database_url, connect_timeout=2) as conn:
+        [(ran_twice,)] = conn.execute(
+            "SELECT count(*) FROM jobs_job WHERE id::text = ANY(%s) AND attempts <> 1", [ids]
+        ).fetchall()
+    record(
+        "PostgreSQL restarted mid-run",
+        jobs=JOBS,
+        lost=JOBS - seen.get("completed", 0),
+        ran_twice=ran_twice,
+        recover_s=time.monotonic() - back_at,
+    )
+    assert ran_twice == 0
     # And the same worker processes did the work, without a restart
     assert pool.proc is not None and pool.proc.poll() is None
     assert worker_pids(pool) == workers

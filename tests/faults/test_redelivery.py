@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db.models import Max
 
 from jobs.core.queues import queue_names
 from jobs.models import Job, JobStatus
 from tests.faults.helpers import completed, enqueue_canaries, wait_all_completed, worker_lost_attempts
+from tests.faults.results import record
 from tests.jobs.helpers import canary, recorded, reload, start, wait_status, wait_terminal
 from tests.workers import wait_for
 
@@ -41,15 +44,26 @@ def test_no_job_is_lost_out_of_a_thousand_when_a_worker_is_killed_mid_run(pools)
     ids = enqueue_canaries(1000, "maintenance", seconds=0.05)
     wait_for(lambda: completed(ids) >= 200, timeout=60, what="the run to be under way")
     # When one worker process is killed with SIGKILL, and the pool is started again
+    running_at_kill = Job.objects.filter(id__in=ids, status=JobStatus.ACTIVE).count()
+    killed_at = time.monotonic()
     pool.kill_worker()
     pool.wait(timeout=30)
     pools("maintenance", processes=2, threads=4)
     # Then every job completes
     wait_all_completed(ids, timeout=180)
+    recover_s = time.monotonic() - killed_at
     # And the jobs the killed process held were redelivered: their attempt count says so
     lost = worker_lost_attempts(ids)
     assert lost, "the killed process held no job: the kill did not land mid-job"
     redelivered = Job.objects.filter(id__in=ids, attempts=2).values_list("id", flat=True)
+    record(
+        "worker process killed (kill -9) mid-run",
+        jobs=len(ids),
+        lost=len(ids) - completed(ids),
+        ran_twice=len(redelivered),
+        recover_s=recover_s,
+        bound=f"jobs the killed process held (of {running_at_kill} running in the pool)",
+    )
     assert {str(job_id) for job_id in redelivered} == set(lost)
     assert Job.objects.filter(id__in=ids).aggregate(Max("attempts"))["attempts__max"] == 2
 

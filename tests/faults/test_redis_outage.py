@@ -13,6 +13,7 @@ from django.utils import timezone
 from jobs.models import Job, JobStatus
 from jobs.ops.reconciler import reconcile_once
 from tests.faults.helpers import completed, enqueue_canaries, statuses, worker_pids
+from tests.faults.results import record
 from tests.jobs.helpers import reload, start, wait_status
 from tests.workers import wait_for
 
@@ -44,6 +45,7 @@ def test_redis_down_for_ten_seconds_mid_run_loses_no_job_and_the_api_keeps_accep
     assert set(answers) == {202}, answers
     # When Redis is back (the relay runs as the scheduler would run it)
     private_redis.start()
+    back_at = time.monotonic()
 
     seen: dict[str, int] = {}
 
@@ -58,6 +60,14 @@ def test_redis_down_for_ten_seconds_mid_run_loses_no_job_and_the_api_keeps_accep
     except AssertionError as exc:
         raise AssertionError(f"{exc}; jobs by status: {seen}") from None
     # Then none was lost, and the same worker processes did the work without a restart
+    attempts = Job.objects.filter(id__in=ids).values_list("attempts", flat=True)
+    record(
+        f"Redis down {OUTAGE_S} s mid-run",
+        jobs=len(ids),
+        lost=len(ids) - seen.get(JobStatus.COMPLETED, 0),
+        ran_twice=sum(1 for count in attempts if count != 1),
+        recover_s=time.monotonic() - back_at,
+    )
     assert len(ids) == 1000 + len(answers)
     assert pool.proc is not None and pool.proc.poll() is None
     assert worker_pids(pool) == workers

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dramatiq
@@ -185,7 +186,9 @@ def test_a_live_event_subscriber_follows_the_failover_without_subscribing_again(
         finally:
             await layer.flush()
 
-    before, after = asyncio.run(scenario())
+    # In a thread of its own: a browser test earlier in this process may have left its event loop running here.
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        before, after = thread.submit(asyncio.run, scenario()).result()
     assert (before["n"], after["n"]) == (1, 2)
 
 
