@@ -11,7 +11,12 @@ MAX_ATTEMPTS = "conveyor_max_attempts"
 PRIORITY = "conveyor_priority"
 #: The parent job of a fan-out child, told when the child finishes.
 PARENT = "conveyor_parent"
+#: The fair-dispatch bucket the message waits in, and its owner's weight (``jobs.dispatch.fairness``).
+OWNER = "conveyor_owner"
+WEIGHT = "conveyor_weight"
+#: The job's estimated seconds: what fair dispatch charges its owner for it.
+COST = "conveyor_cost"
 #: Set by the mirror on a message it skipped, for the log and the tests.
 SKIP_REASON = "conveyor_skip_reason"
 
-JOB_OPTIONS = (JOB_TYPE, ATTEMPT, MAX_ATTEMPTS, PRIORITY, PARENT, SKIP_REASON)
+JOB_OPTIONS = (JOB_TYPE, ATTEMPT, MAX_ATTEMPTS, PRIORITY, PARENT, OWNER, WEIGHT, COST, SKIP_REASON)

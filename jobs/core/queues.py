@@ -5,6 +5,12 @@ setting or an environment variable named ``QUEUE_<QUEUE>_<FIELD>``, for
 example ``QUEUE_PDF_PROCESSING_TIME_LIMIT=900`` or
 ``QUEUE_THUMBNAILS_THREADS=8``. A time limit of ``none`` means no limit.
 
+``MAX_PER_OWNER`` caps how many jobs of one owner run at once on the queue
+while another owner under its own cap has jobs waiting there (0: no cap).
+The cap is work-conserving: a slot nobody under a cap can take goes to the
+next owner in turn, so an owner alone still uses every slot
+(``jobs.worker.fairqueue``).
+
 ``PREFETCH`` is how many messages each worker process holds (running or
 waiting for a thread); by default one per thread, so waiting messages stay
 in Redis where priorities order them. A queue of many millisecond jobs can
@@ -32,6 +38,9 @@ class QueuePolicy:
     constraint: str
     #: 0: one per thread.
     prefetch: int = 0
+    #: Most jobs of one owner running at once while another owner under its cap waits (0: no cap).
+    #: Work-conserving: an owner alone on the queue uses every slot.
+    max_per_owner: int = 0
 
     @property
     def max_attempts(self) -> int:
@@ -48,12 +57,15 @@ class QueuePolicy:
 
 
 _TABLE: tuple[QueuePolicy, ...] = (
-    QueuePolicy("pdf-processing", 2, 600, 2, 1, 2, "CPU-bound: the heavy work runs in child processes"),
+    # One customer's OCR takes one of the two slots while another customer waits.
+    QueuePolicy(
+        "pdf-processing", 2, 600, 2, 1, 2, "CPU-bound: the heavy work runs in child processes", max_per_owner=1
+    ),
     # A process per SMTP connection: composing and rendering one message never
     # waits for the GIL held by another connection's thread (bench/email.py).
-    QueuePolicy("email-sender", 3, None, 5, 5, 1, "100 emails/min across all workers"),
+    QueuePolicy("email-sender", 3, None, 5, 5, 1, "100 emails/min across all workers", max_per_owner=3),
     QueuePolicy("csv-export", 1, 300, 1, 1, 1, "256 MB per export"),
-    QueuePolicy("thumbnails", 2, 60, 4, 1, 4, "parallel, per document"),
+    QueuePolicy("thumbnails", 2, 60, 4, 1, 4, "parallel, per document", max_per_owner=2),
     QueuePolicy("maintenance", 1, 3600, 1, 1, 1, "scheduled housekeeping"),
 )
 
@@ -64,6 +76,7 @@ _FIELDS = {
     "PROCESSES": "processes",
     "THREADS": "threads",
     "PREFETCH": "prefetch",
+    "MAX_PER_OWNER": "max_per_owner",
 }
 
 

@@ -20,10 +20,12 @@ from dramatiq.common import current_millis
 from dramatiq.message import Message
 
 from jobs.core.clock import database_now
-from jobs.core.messages import ATTEMPT, JOB_TYPE, MAX_ATTEMPTS, PARENT, PRIORITY
+from jobs.core.messages import ATTEMPT, COST, JOB_TYPE, MAX_ATTEMPTS, OWNER, PARENT, PRIORITY, WEIGHT
 from jobs.core.origin import SYSTEM, AuditAction, Origin
 from jobs.core.queues import get_queue
+from jobs.dispatch import backpressure
 from jobs.dispatch.estimates import estimate_duration_s
+from jobs.dispatch.fairness import job_cost, owner_bucket, weight_of
 from jobs.dispatch.outcomes import child_finished, deliver_after_commit, request_cancel_hook
 from jobs.dispatch.registry import JobPlan, JobType
 from jobs.models import Job, JobPriority, JobStatus
@@ -104,6 +106,9 @@ def message_for(job: Job) -> Message[Any]:
         ATTEMPT: job.attempts,
         MAX_ATTEMPTS: job.max_attempts,
         PRIORITY: job.priority,
+        OWNER: owner_bucket(job),
+        WEIGHT: weight_of(job.owner_id),
+        COST: job_cost(job),
     }
     if job.parent_id:
         options[PARENT] = str(job.parent_id)
@@ -207,7 +212,14 @@ def start_job(
 
 
 def _record(job_type: JobType, plan: JobPlan, user: Any, idempotency_key: str | None, origin: Origin) -> Job:
-    """Save the planned job (it is sent once the surrounding transaction commits)."""
+    """Save the planned job (it is sent once the surrounding transaction commits).
+
+    A customer's request is checked against the backpressure limits here, and only here: after an
+    idempotent replay or a plan's ``existing_job`` was answered, before anything is written
+    (a refusal inside the plan's transaction rolls its domain rows back). Jobs that code creates
+    through ``build_job``/``create_jobs`` (children, an upload's thumbnails) are never checked.
+    """
+    backpressure.admit(job_type, user, origin, queue=plan.queue or job_type.queue)
     job = build_job(
         job_type=job_type.name,
         queue=plan.queue or job_type.queue,

@@ -2,7 +2,7 @@
 
 ``job``: the Job mirror and its attempt history; ``schedule``: recurring jobs
 and their fires; ``stats``: the console's hourly roll-ups; ``alert``: alert
-breaches; ``audit``: operators' actions; ``pause``: paused queues. Modules
+breaches; ``audit``: operators' actions; ``pause``: paused queues; ``share``: fair-share weights. Modules
 here import only ``jobs.core``; what changes these rows lives above (``jobs.state`` for jobs).
 """
 
@@ -21,6 +21,7 @@ from jobs.models.audit import AuditEvent
 from jobs.models.job import Job, JobAttempt
 from jobs.models.pause import QueuePause
 from jobs.models.schedule import FireOutcome, Schedule, ScheduleFire
+from jobs.models.share import ShareWeight
 from jobs.models.stats import JobStatsBucket, StatsWatermark
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     "QueuePause",
     "Schedule",
     "ScheduleFire",
+    "ShareWeight",
     "StatsWatermark",
 ]

@@ -1,9 +1,11 @@
 """Conveyor's Redis broker: Dramatiq's, with the weak spots fixed.
 
-* Priorities: Dramatiq's Redis broker keeps one FIFO list per queue, so a
-  message's priority only orders what a worker has already prefetched. Here a
-  ``high`` message is inserted after the high messages already waiting and
-  before every normal one, atomically, in Redis itself. Pools run with a
+* Priorities and fair share: Dramatiq's Redis broker keeps one FIFO list per
+  queue, so a message's priority only orders what a worker has already
+  prefetched, and one customer's thousand jobs delay everyone else's. Here a
+  queue's waiting messages are kept per owner and per priority
+  (``jobs.worker.fairqueue``): a fetch serves high before normal, and the
+  owners in turn by weight, with an optional cap per owner. Pools run with a
   prefetch equal to their thread count, so waiting messages stay in Redis
   where this order applies.
 * Idle latency: Dramatiq's consumer sleeps with a growing backoff (up to a
@@ -27,6 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
 from uuid import uuid4
@@ -39,80 +42,49 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 from jobs.core.clock import RedisClock
+from jobs.core.messages import COST, OWNER, WEIGHT
+from jobs.core.queues import UnknownQueue, get_queue
 from jobs.core.redis_connection import connect_redis
+from jobs.worker.fairqueue import (
+    ACK_AND_FETCH_LUA,
+    ENQUEUE_LUA,
+    HIGH_LEVEL,
+    NORMAL_LEVEL,
+    OWNER_LOAD_LUA,
+    PLAIN_LEVEL,
+    SETTLE_LUA,
+    fixed_keys,
+)
 from jobs.worker.pausing import PAUSED_POLL_S, consumer_should_wait
 
 PRIORITY_OPTION = "conveyor_priority"
 HIGH = "high"
 
-# Inserts a message id into the queue list. High-priority ids go after the
-# high ones already waiting at the head and before the first normal one.
-_ENQUEUE_LUA = """
-local queue, messages, wake = KEYS[1], KEYS[2], KEYS[3]
-local message_id, data, high = ARGV[1], ARGV[2], ARGV[3]
-redis.call("hset", messages, message_id, data)
-if high == "1" then
-    local length = redis.call("llen", queue)
-    local inserted = false
-    for i = 0, length - 1 do
-        local waiting_id = redis.call("lindex", queue, i)
-        local waiting = redis.call("hget", messages, waiting_id)
-        local is_high = false
-        if waiting then
-            local ok, decoded = pcall(cjson.decode, waiting)
-            is_high = ok and decoded["options"] ~= nil and decoded["options"]["conveyor_priority"] == "high"
-        end
-        if not is_high then
-            redis.call("linsert", queue, "BEFORE", waiting_id, message_id)
-            inserted = true
-            break
-        end
-    end
-    if not inserted then
-        redis.call("rpush", queue, message_id)
-    end
-else
-    redis.call("rpush", queue, message_id)
-end
-redis.call("lpush", wake, "1")
-redis.call("ltrim", wake, 0, 255)
-return 1
-"""
+
+def _enqueue_args(message: Message[Any], *, plain: bool) -> list[Any]:
+    """The enqueue script's arguments: the message, and the bucket it waits in (a delayed one: none)."""
+    options = message.options
+    if plain:
+        level = PLAIN_LEVEL
+    else:
+        level = HIGH_LEVEL if options.get(PRIORITY_OPTION) == HIGH else NORMAL_LEVEL
+    return [
+        options["redis_message_id"],
+        message.encode(),
+        options.get(OWNER) or "sys",
+        str(options.get(WEIGHT) or ""),
+        level,
+        str(options.get(COST) or ""),
+    ]
 
 
-# Acknowledges the given messages, then fetches up to ``prefetch`` more: the
-# consumer's whole exchange with Redis for a freed slot in one command.
-# Dramatiq's dispatch script acks one message per call, and redis-py asks
-# Redis whether a script exists before every pipeline that uses one: at a few
-# thousand jobs a second those round trips were the consumer thread's main
-# cost. The ack and fetch steps are the same as Dramatiq's dispatch.lua.
-_ACK_AND_FETCH_LUA = """
-local namespace = KEYS[1]
-local timestamp, queue_name, worker_id = ARGV[1], ARGV[2], ARGV[3]
-local prefetch = tonumber(ARGV[4])
-local queue_full_name = namespace .. ":" .. queue_name
-local queue_messages = queue_full_name .. ".msgs"
-local queue_acks = namespace .. ":__acks__." .. worker_id .. "." .. queue_name
-redis.call("zadd", namespace .. ":__heartbeats__", timestamp, worker_id)
-for i = 5, #ARGV do
-    if redis.call("srem", queue_acks, ARGV[i]) > 0 then
-        redis.call("hdel", queue_messages, ARGV[i])
-    end
-end
-local message_ids = {}
-for i = 1, prefetch do
-    local message_id = redis.call("lpop", queue_full_name)
-    if not message_id then
-        break
-    end
-    message_ids[i] = message_id
-    redis.call("sadd", queue_acks, message_id)
-end
-if next(message_ids) ~= nil then
-    return redis.call("hmget", queue_messages, unpack(message_ids))
-end
-return {}
-"""
+@dataclass(frozen=True)
+class OwnerLoad:
+    """One owner's share of a queue right now."""
+
+    owner: str
+    waiting: int
+    running: int
 
 
 class ClaimAhead(Protocol):
@@ -149,8 +121,10 @@ class ConveyorRedisBroker(RedisBroker):
 
         self.heartbeat_interval_ms = heartbeat_interval_ms or settings.DRAMATIQ_HEARTBEAT_INTERVAL_MS
         self.maintenance_interval_ms = maintenance_interval_ms or settings.DRAMATIQ_MAINTENANCE_INTERVAL_MS
-        self._enqueue_script = self.client.register_script(_ENQUEUE_LUA)
-        self._ack_and_fetch_script = self.client.register_script(_ACK_AND_FETCH_LUA)
+        self._enqueue_script = self.client.register_script(ENQUEUE_LUA)
+        self._ack_and_fetch_script = self.client.register_script(ACK_AND_FETCH_LUA)
+        self._settle_script = self.client.register_script(SETTLE_LUA)
+        self._owner_load_script = self.client.register_script(OWNER_LOAD_LUA)
         #: Set by the job mirror while a worker runs in this process.
         self.claim_ahead: ClaimAhead | None = None
 
@@ -186,10 +160,9 @@ class ConveyorRedisBroker(RedisBroker):
             message = message.copy(queue_name=queue_name, options={"eta": self.clock.now_ms() + delay})
 
         self.emit_before("enqueue", message, delay)
-        high = "1" if message.options.get(PRIORITY_OPTION) == HIGH and delay is None else "0"
         self._enqueue_script(
-            keys=[self.queue_key(queue_name), self.messages_key(queue_name), self.wake_key(queue_name)],
-            args=[message.options["redis_message_id"], message.encode(), high],
+            keys=[self.queue_key(queue_name), self.wake_key(queue_name)],
+            args=_enqueue_args(message, plain=delay is not None),
         )
         self.emit_after("enqueue", message, delay)
         return message
@@ -210,31 +183,49 @@ class ConveyorRedisBroker(RedisBroker):
             for message in prepared:
                 queue_name = message.queue_name
                 self._enqueue_script(
-                    keys=[self.queue_key(queue_name), self.messages_key(queue_name), self.wake_key(queue_name)],
-                    args=[
-                        message.options["redis_message_id"],
-                        message.encode(),
-                        "1" if message.options.get(PRIORITY_OPTION) == HIGH else "0",
-                    ],
+                    keys=[self.queue_key(queue_name), self.wake_key(queue_name)],
+                    args=_enqueue_args(message, plain=False),
                     client=pipe,
                 )
             pipe.execute()
         for message in prepared:
             self.emit_after("enqueue", message, None)
 
-    def ack_and_fetch(self, queue_name: str, redis_message_ids: list[str], prefetch: int) -> list[bytes | None]:
-        """Acknowledge messages of one queue and fetch up to ``prefetch`` more, in one command."""
+    def ack_and_fetch(
+        self, queue_name: str, redis_message_ids: list[str], prefetch: int, release: Sequence[str] = ()
+    ) -> list[bytes | None]:
+        """Acknowledge messages of one queue and fetch up to ``prefetch`` more, in one command.
+
+        ``release``: messages whose runs are over but whose acknowledgement
+        waits for a commit; their owners' running counts are given back first.
+        """
         # The script unpacks the fetched ids: stay within what Dramatiq's own fetch allows.
         prefetch = min(prefetch, self._max_unpack_size())
         result = self._ack_and_fetch_script(
             keys=[self.namespace],
-            args=[self.clock.now_ms(), queue_name, self.broker_id, prefetch, *redis_message_ids],
+            args=[
+                self.clock.now_ms(),
+                queue_name,
+                self.broker_id,
+                prefetch,
+                self.max_per_owner(queue_name),
+                len(redis_message_ids),
+                *redis_message_ids,
+                *release,
+            ],
         )
         return list(result)
 
-    def ack_many(self, queue_name: str, redis_message_ids: list[str]) -> None:
-        """Acknowledge several messages of one queue in one command."""
-        self.ack_and_fetch(queue_name, redis_message_ids, 0)
+    def max_per_owner(self, queue_name: str) -> int:
+        """The queue table's cap on one owner's running jobs (0: none)."""
+        try:
+            return get_queue(q_name(queue_name)).max_per_owner
+        except UnknownQueue:
+            return 0
+
+    def ack_many(self, queue_name: str, redis_message_ids: list[str], release: Sequence[str] = ()) -> None:
+        """Acknowledge several messages of one queue in one command (and release others, see ``ack_and_fetch``)."""
+        self.ack_and_fetch(queue_name, redis_message_ids, 0, release)
 
     # -- liveness -------------------------------------------------------
     def heartbeat(self, queue_name: str, *, maintenance: bool = False) -> None:
@@ -254,6 +245,29 @@ class ConveyorRedisBroker(RedisBroker):
         )
 
     def _dispatch(self, command: str) -> Callable[..., Any]:
+        if command in ("ack", "nack"):
+            return self._settle(command)
+        if command == "purge":
+            return self._purge
+        return self._dramatiq_dispatch(command)
+
+    def _settle(self, command: str) -> Callable[..., Any]:
+        # Dramatiq's ack and nack, giving the owner's running count back (jobs/worker/fairqueue.py).
+        def settle(queue_name: str, redis_message_id: str) -> Any:
+            return self._settle_script(
+                keys=[self.namespace],
+                args=[command, self.clock.now_ms(), queue_name, self.broker_id, redis_message_id],
+            )
+
+        return settle
+
+    def _purge(self, queue_name: str) -> None:
+        self._dramatiq_dispatch("purge")(queue_name)
+        base = self.queue_key(queue_name)
+        buckets = list(self.client.scan_iter(match=f"{base}.b.*", count=1000))
+        self.client.delete(*fixed_keys(base), *buckets)
+
+    def _dramatiq_dispatch(self, command: str) -> Callable[..., Any]:
         # Dramatiq's own, with Redis's time: every dispatch command (ack,
         # nack, requeue) heartbeats, and its maintenance takes the workers
         # whose heartbeat is older than this timestamp minus the timeout for
@@ -316,7 +330,19 @@ class ConveyorRedisBroker(RedisBroker):
         return in_flight
 
     def queue_depth(self, queue_name: str) -> int:
-        return int(self.client.llen(self.queue_key(queue_name)))
+        """Messages waiting in a queue: in its owners' buckets, and put back but not yet filed."""
+        base = self.queue_key(queue_name)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(f"{base}.count")
+            pipe.llen(base)
+            filed, inbox = pipe.execute()
+        return int(filed or 0) + int(inbox or 0)
+
+    def owner_load(self, queue_name: str, limit: int = 1000) -> list[OwnerLoad]:
+        """Per owner of a queue, the messages waiting and running (fetched, not yet settled), busiest first."""
+        flat = self._owner_load_script(keys=[self.queue_key(queue_name)], args=[limit])
+        loads = [OwnerLoad(_text(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+        return sorted(loads, key=lambda load: (-(load.waiting + load.running), load.owner))
 
 
 class AckGate:
@@ -373,6 +399,8 @@ class _ConveyorConsumer(_RedisConsumer):
         self._last_heartbeat = 0.0
         self._last_maintenance = time.monotonic()
         self._held: list[tuple[MessageProxy, AckGate]] = []
+        #: Held messages whose owners' running counts Redis has not been told to give back yet.
+        self._unreleased: list[str] = []
         self._held_lock = threading.Lock()
         # Delayed messages only wait here to be moved to their queue: nothing to claim.
         self._runs_jobs = q_name(queue_name) == queue_name
@@ -384,6 +412,7 @@ class _ConveyorConsumer(_RedisConsumer):
             with self._held_lock:
                 gate._consumer = self
                 self._held.append((message, gate))
+                self._unreleased.append(message.options["redis_message_id"])
             self.queued_message_ids.discard(message.message_id)
             self._slot_freed.set()
             return
@@ -408,6 +437,11 @@ class _ConveyorConsumer(_RedisConsumer):
             with self._held_lock:
                 self._held.extend(still_held)
         return released
+
+    def _take_unreleased(self) -> list[str]:
+        with self._held_lock:
+            unreleased, self._unreleased = self._unreleased, []
+        return unreleased
 
     def close(self) -> None:
         try:
@@ -464,10 +498,11 @@ class _ConveyorConsumer(_RedisConsumer):
 
             # Acknowledgements go out with the next fetch: one command for both.
             acks = self._take_released() if self._held else []
+            release = self._take_unreleased() if self._unreleased else []
             # A paused queue (jobs/pausing.py, cached ~1 s) hands out nothing, not even prefetched messages.
             if consumer_should_wait(self.broker, self.queue_name):
-                if acks:
-                    self.broker.ack_many(self.queue_name, acks)
+                if acks or release:
+                    self.broker.ack_many(self.queue_name, acks, release)
                 self._keep_alive()
                 time.sleep(PAUSED_POLL_S)
                 return None
@@ -475,7 +510,7 @@ class _ConveyorConsumer(_RedisConsumer):
             free_slots = self.prefetch - self.outstanding_message_count
             if free_slots > 0:
                 self._keep_alive()
-                self.message_cache = self.broker.ack_and_fetch(self.queue_name, acks, free_slots)
+                self.message_cache = self.broker.ack_and_fetch(self.queue_name, acks, free_slots, release)
                 self._last_heartbeat = time.monotonic()  # every fetch heartbeats
                 if self.message_cache:
                     return self.__next__()
@@ -487,8 +522,8 @@ class _ConveyorConsumer(_RedisConsumer):
                     pass  # the client's socket timeout fired first: same as an idle timeout
                 return None
 
-            if acks:
-                self.broker.ack_many(self.queue_name, acks)
+            if acks or release:
+                self.broker.ack_many(self.queue_name, acks, release)
             # Every slot is busy: wait for one to free, heartbeating meanwhile.
             self._keep_alive()
             self._slot_freed.wait(timeout=min(self.timeout, self.broker.heartbeat_interval_ms) / 1000)

@@ -127,9 +127,8 @@ def test_redis_restarted_empty_mid_run_runs_no_job_twice_and_sends_the_waiting_o
         )
         waiting = [str(start("test-record-run", queue="maintenance", seconds=0.2).id) for _ in range(WAITING)]
         delayed = delayed_job(LONG_S)
-        queue_key = broker_on.queue_key("maintenance")
         wait_for(
-            lambda: broker_on.client.llen(queue_key) >= WAITING,
+            lambda: broker_on.queue_depth("maintenance") >= WAITING,
             timeout=10,
             interval=0.1,
             what="the waiting jobs to wait in Redis",

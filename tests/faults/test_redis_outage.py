@@ -115,10 +115,12 @@ def test_job_whose_fetch_reply_was_lost_is_sent_again(broker_on, private_redis, 
     # worker dies, and this worker stays alive
     settings.JOBS_STRANDED_AFTER_S = 1
     job = start("test-record-run", queue="maintenance")
-    queue_key = broker_on.queue_key("maintenance")
-    [redis_id] = broker_on.client.lrange(queue_key, 0, -1)
-    broker_on.client.lrem(queue_key, 0, redis_id)
-    broker_on.client.sadd(f"{broker_on.namespace}:__acks__.ghost.maintenance", redis_id)
+    own_id, broker_on.broker_id = broker_on.broker_id, "ghost"
+    try:
+        [fetched] = broker_on.ack_and_fetch("maintenance", [], 1)  # into the ghost's in-flight set
+    finally:
+        broker_on.broker_id = own_id
+    assert fetched is not None
     alive = threading.Event()
 
     def heartbeat() -> None:
