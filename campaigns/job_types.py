@@ -81,6 +81,9 @@ EMAIL_BATCH_TYPE = register_job_type(
         default_duration_s=60.0,
         staff_only=True,
         permission="campaigns.add_campaign",
+        # Not deferrable: a campaign has a send time its recipients expect; staff are never refused
+        # anyway, this holds if the type is ever opened to customers.
+        deferrable=False,
         plan=plan_email_batch,
         on_children_done=close_campaign_of_job,
         on_cancel_requested=cancel_campaign_at_request,
@@ -121,6 +124,8 @@ EMAIL_DIGEST_TYPE = register_job_type(
         default_duration_s=60.0,
         staff_only=True,
         permission="campaigns.add_campaign",
+        # Not deferrable: a digest is about one day and is late the next.
+        deferrable=False,
         plan=plan_digest,
         on_children_done=close_campaign_of_job,
         on_cancel_requested=cancel_campaign_at_request,

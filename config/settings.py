@@ -222,6 +222,11 @@ JOBS_STATE_WRITE_RETRY_S = env_float("JOBS_STATE_WRITE_RETRY_S", 300.0)
 # GIL switch interval inside worker processes (Python's default is 0.005).
 WORKER_GIL_SWITCH_INTERVAL_S = env_float("WORKER_GIL_SWITCH_INTERVAL_S", 0.0005)
 JOBS_IDEMPOTENCY_TTL_S = env_int("JOBS_IDEMPOTENCY_TTL_S", 24 * 3600)
+# Backpressure (jobs/dispatch/backpressure.py): a customer's request is refused (429) while that owner
+# has this many jobs of the type waiting; JOBS_MAX_WAITING_PER_OWNER_<TYPE> overrides it for one type,
+# QUEUE_<QUEUE>_MAX_BACKLOG (default 10000) is each queue's ceiling for deferrable types (503). 0: off.
+JOBS_MAX_WAITING_PER_OWNER = env_int("JOBS_MAX_WAITING_PER_OWNER", 1000)
+JOBS_BACKPRESSURE_RETRY_AFTER_S = env_int("JOBS_BACKPRESSURE_RETRY_AFTER_S", 30)
 JOBS_ERROR_MAX_CHARS = env_int("JOBS_ERROR_MAX_CHARS", 2_000)
 JOBS_TRACEBACK_MAX_CHARS = env_int("JOBS_TRACEBACK_MAX_CHARS", 20_000)
 

@@ -93,6 +93,9 @@ PDF_OCR = register_job_type(
         serializer=OcrRequestSerializer,
         description="OCR a document: text layer where usable, else tesseract, in page-range child jobs.",
         default_duration_s=60.0,
+        # Deferrable: the document is stored and readable already; OCR the client asks again for
+        # later loses nothing, and pdf-processing (2 slots) is the queue a flood buries first.
+        deferrable=True,
         plan=plan_ocr,
         on_children_done=outcomes.on_ocr_children_done,
         on_finished=outcomes.on_ocr_finished,
@@ -154,6 +157,9 @@ THUMBNAILS = register_job_type(
         serializer=ThumbnailsRequestSerializer,
         description="First-page thumbnails of documents, one child job per document.",
         default_duration_s=5.0,
+        # Deferrable: rendering again (other sizes, a format) can wait; an upload's own thumbnails
+        # are started by the upload itself and never refused.
+        deferrable=True,
         plan=plan_thumbnails,
         on_children_done=outcomes.on_thumbnail_children_done,
     )

@@ -51,6 +51,8 @@ CSV_EXPORT = register_job_type(
         serializer=CsvExportSerializer,
         description="Export a dataset (documents, deliveries, jobs) as a CSV or Excel file.",
         default_duration_s=20.0,
+        # Deferrable: a file the client downloads when it is ready; asking again later loses nothing.
+        deferrable=True,
         plan=plan_csv_export,
         on_failed=export_job_failed,
         on_cancelled=export_job_cancelled,

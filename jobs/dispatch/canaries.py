@@ -63,6 +63,8 @@ CANARY = register_job_type(
         description="Proves a queue alive: reports progress `steps` times over `seconds`; fails on request.",
         default_duration_s=1.0,
         staff_only=True,
+        # Not deferrable: it measures pickup, and refusing it under a backlog would hide the backlog.
+        deferrable=False,
         plan=plan_canary,
     )
 )

@@ -67,6 +67,11 @@ class JobType:
     staff_only: bool = False
     #: A model permission the requester needs too (``"campaigns.add_campaign"``): staff alone is not enough.
     permission: str | None = None
+    #: Whether a customer's request may be refused (503) while the queue's backlog is at its
+    #: ceiling (``jobs.dispatch.backpressure``). False for work that loses its point if it
+    #: waits for the client to come back (a send time, a liveness probe). Internal types (no
+    #: serializer) and staff's requests are never checked, whatever this says.
+    deferrable: bool = True
     plan: Callable[[Any, dict[str, Any]], JobPlan] = field(default=default_plan)
     #: For a type that fans out: called by the last finishing child with the
     #: parent and a summary of the children's outcomes; returns the parent's

@@ -347,6 +347,7 @@ def _admin_rows(world: World) -> dict[type, Any]:
     from jobs.models.alert import Alert
     from jobs.models.audit import AuditEvent
     from jobs.models.schedule import Schedule, ScheduleFire
+    from jobs.models.share import ShareWeight
 
     campaign = _draft_campaign(world)
     schedule = Schedule.objects.create(name="proof", interval_seconds=60, job_type="cleanup")
@@ -380,6 +381,7 @@ def _admin_rows(world: World) -> dict[type, Any]:
         AuditEvent: AuditEvent.objects.create(
             action="pause", via="command", target_type="queue", target_id="maintenance"
         ),
+        ShareWeight: ShareWeight.objects.create(user=world.user_b.user, weight=2, note="proof"),
     }
     return rows
 

@@ -11,10 +11,15 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from jobs.dispatch.backpressure import Backpressure
+
 logger = logging.getLogger(__name__)
 
 
 def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, Backpressure):
+        # 429 (the owner's own backlog) or 503 (the queue's), with when to come back and the limit's name.
+        return Response(exc.body(), status=exc.status_code, headers={"Retry-After": str(exc.retry_after_s)})
     response = exception_handler(exc, context)
     if response is None:
         return None

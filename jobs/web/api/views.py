@@ -29,7 +29,6 @@ from jobs.web.api.serializers import (
     JobStatusSerializer,
 )
 from jobs.web.api.throttles import JobStartThrottle
-from jobs.web.api.tokens import TOO_MANY
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -51,7 +50,17 @@ class JobStartView(APIView):
             403: OpenApiResponse(
                 OpenApiTypes.OBJECT, description="a staff-only job type, or `priority: high` without the permission"
             ),
-            429: TOO_MANY,
+            429: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description=(
+                    "too many requests, or too many of your jobs of this type waiting (`limit` names the "
+                    "setting); `Retry-After` says when to retry"
+                ),
+            ),
+            503: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="the queue's backlog is at its ceiling (`limit` names the setting); `Retry-After`",
+            ),
         },
         parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
         summary="Start a job of the given type",
