@@ -37,7 +37,7 @@ def _message(name: str, priority: str = "normal", owner: str = "sys", weight: in
 
 def _fetch(broker: ConveyorRedisBroker, count: int = 1, worker: str | None = None) -> list[str]:
     """Fetch up to ``count`` messages one at a time, as a worker with free slots would; their names."""
-    names = []
+    names: list[str] = []
     for _ in range(count):
         if worker is not None:
             broker.broker_id = worker
