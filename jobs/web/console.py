@@ -1,9 +1,11 @@
-"""The queue overview at ``/admin/queues/``: what waits, what ran, who works, and pause/resume.
+"""The queue overview at ``/admin/queues/``: what waits, what ran, who works, whose work, and pause/resume.
 
 Staff only, behind the admin's own login (``admin.site.admin_view``); seeing
 the page takes the ``jobs.view_job`` permission, pausing a queue
 ``jobs.change_job``. Every number about finished jobs comes from the hourly
 roll-ups in ``jobs.ops.stats``, so the page costs the same with millions of jobs.
+Per queue it shows the queue table's cap on one owner's running jobs and the
+busiest owners (fair dispatch's buckets, ``jobs.worker.fairqueue``), read from Redis.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import dramatiq
 import redis
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
@@ -28,16 +31,30 @@ from django.views.decorators.http import require_GET, require_POST
 from jobs.core.access import CONTROL_PERMISSION
 from jobs.core.origin import AuditAction, Origin, Via
 from jobs.core.queues import UnknownQueue, all_queues
+from jobs.dispatch.fairness import SYSTEM_BUCKET
 from jobs.ops.health import live_workers
 from jobs.ops.stats import HOUR, Totals, live_counts, throughput_series, totals_by_queue
 from jobs.state.audit import record_audit
 from jobs.web.charts import throughput_chart
+from jobs.worker.broker import OwnerLoad
 from jobs.worker.pausing import pause_queue, paused_queues, resume_queue
 
 logger = logging.getLogger(__name__)
 
 VIEW_PERMISSION = "jobs.view_job"
 PAUSE_PERMISSION = CONTROL_PERMISSION
+#: Owners listed per queue, busiest (waiting + running) first.
+BUSIEST_OWNERS = 5
+
+
+@dataclass(frozen=True)
+class OwnerRow:
+    """One owner's share of a queue, with a name a person recognises."""
+
+    bucket: str
+    name: str
+    waiting: int
+    running: int
 
 
 @dataclass
@@ -46,6 +63,8 @@ class QueueRow:
 
     name: str
     constraint: str
+    #: The queue table's cap on one owner's running jobs while others wait (0: none).
+    max_per_owner: int
     counts: dict[str, int]
     last_24h: Totals
     chart_24h: SafeString
@@ -53,6 +72,7 @@ class QueueRow:
     paused: bool | None = None
     depth: int | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)
+    busiest_owners: list[OwnerRow] = field(default_factory=list)
 
     @property
     def avg_duration(self) -> str:
@@ -87,8 +107,37 @@ def _worker_view(entry: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
+def owner_names(buckets: list[str]) -> dict[str, str]:
+    """Display names of owner buckets: a user's username (and email), "system" for the shared bucket."""
+    user_ids = {bucket[1:] for bucket in buckets if bucket.startswith("u") and bucket[1:].isdigit()}
+    users = get_user_model().objects.filter(pk__in=[int(pk) for pk in user_ids])
+    by_id = {str(pk): (username, email) for pk, username, email in users.values_list("pk", "username", "email")}
+    names = {}
+    for bucket in buckets:
+        user_id = bucket[1:] if bucket.startswith("u") and bucket[1:].isdigit() else None
+        if bucket == SYSTEM_BUCKET:
+            names[bucket] = "system"
+        elif user_id is None:
+            names[bucket] = bucket
+        elif user_id in by_id:
+            username, email = by_id[user_id]
+            names[bucket] = f"{username} <{email}>" if email and email != username else username
+        else:
+            names[bucket] = f"user {user_id} (deleted)"
+    return names
+
+
+def _busiest(loads: dict[str, list[OwnerLoad]]) -> dict[str, list[OwnerRow]]:
+    """Per queue, its busiest owners with their names (one user query for the whole page)."""
+    names = owner_names(sorted({load.owner for queue_loads in loads.values() for load in queue_loads}))
+    return {
+        queue: [OwnerRow(load.owner, names[load.owner], load.waiting, load.running) for load in queue_loads]
+        for queue, queue_loads in loads.items()
+    }
+
+
 def queue_rows(now: datetime) -> tuple[list[QueueRow], bool]:
-    """(rows, redis_ok): the database parts always; the Redis parts (workers, depth, paused) when reachable."""
+    """(rows, redis_ok): the database parts always; the Redis parts (workers, depth, paused, owners) when reachable."""
     counts = live_counts()
     last_24h = totals_by_queue(now - timedelta(hours=23), now + HOUR)
     hourly = throughput_series(now, 24, HOUR)
@@ -97,6 +146,7 @@ def queue_rows(now: datetime) -> tuple[list[QueueRow], bool]:
         QueueRow(
             name=policy.name,
             constraint=policy.constraint,
+            max_per_owner=policy.max_per_owner,
             counts=counts.get(policy.name, {}),
             last_24h=last_24h.get(policy.name, Totals()),
             chart_24h=throughput_chart(
@@ -113,13 +163,18 @@ def queue_rows(now: datetime) -> tuple[list[QueueRow], bool]:
         paused = paused_queues()
         workers = live_workers()
         now_s = broker.clock.now()  # presence entries carry Redis's time, not this host's
+        loads: dict[str, list[OwnerLoad]] = {}
         for row in rows:
             row.paused = row.name in paused
             row.depth = broker.queue_depth(row.name)
             row.workers = [_worker_view(w, now_s) for w in workers if row.name in w.get("queues", [])]
+            loads[row.name] = broker.owner_load(row.name)[:BUSIEST_OWNERS]
     except redis.RedisError as exc:
         logger.warning("Queue overview: Redis unreachable: %s", exc)
         return rows, False
+    busiest = _busiest(loads)
+    for row in rows:
+        row.busiest_owners = busiest[row.name]
     return rows, True
 
 

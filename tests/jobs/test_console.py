@@ -14,7 +14,7 @@ from urllib.parse import quote
 import dramatiq
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -297,6 +297,44 @@ def test_queue_page_shows_every_queue_with_counts_charts_and_pause_buttons(admin
     assert maintenance.paused is False and maintenance.avg_duration == "300 ms"
     assert page.count('class="throughput-chart"') == 10  # 24 h and 7 days for each queue
     assert "Pause queue" in page and "csrfmiddlewaretoken" in page
+
+
+def _send_for(owner: Any, count: int, *, queue: str = "thumbnails", job_type: str = "thumbnails") -> None:
+    jobs = [
+        build_job(job_type=job_type, queue=queue, actor="make_thumbnails", arguments={}, owner=owner)
+        for _ in range(count)
+    ]
+    with transaction.atomic():
+        create_jobs(jobs)  # sent to Redis on commit
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queue_page_shows_each_queues_cap_and_busiest_owners_by_name(admin_client, clean_redis):
+    # Given, on the thumbnails queue, three jobs of one customer, one of which a worker has fetched,
+    # then one job of another customer; and a job nobody asked for on the maintenance queue
+    broker = cast(Any, dramatiq.get_broker())
+    busy, other = UserFactory(username="busy-customer"), UserFactory(username="other-customer")
+    _send_for(busy, 3)
+    assert len(broker.ack_and_fetch("thumbnails", [], 1)) == 1  # nobody else waits: busy's
+    _send_for(other, 1)
+    _send_for(None, 1, queue="maintenance", job_type="canary")
+    # When staff open the queue overview
+    response = admin_client.get("/admin/queues/")
+    # Then each queue shows the queue table's cap, and its busiest owners by name with their counts
+    rows = {row.name: row for row in response.context["rows"]}
+    assert (rows["email-sender"].max_per_owner, rows["csv-export"].max_per_owner) == (3, 0)
+    assert [(o.name, o.waiting, o.running) for o in rows["thumbnails"].busiest_owners] == [
+        ("busy-customer <busy-customer@example.com>", 2, 1),
+        ("other-customer <other-customer@example.com>", 1, 0),
+    ]
+    assert [(o.name, o.waiting, o.running) for o in rows["maintenance"].busiest_owners] == [("system", 1, 0)]
+    page = response.content.decode()
+    section = page[page.index('id="owners-thumbnails"') : page.index('id="section-maintenance"')]
+    assert "busy-customer &lt;busy-customer@example.com&gt;" in section
+    assert '<td class="count owner-waiting">2</td><td class="count owner-running">1</td>' in section
+    assert "other-customer &lt;other-customer@example.com&gt;" in section
+    assert '<td class="max-per-owner">3</td>' in page and '<td class="max-per-owner">none</td>' in page
+    assert "Nothing waiting or running." in page  # csv-export
 
 
 @pytest.mark.django_db
