@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from documents import pdf
 from documents.exceptions import PageNotMeasurable
-from documents.job_types import OCR_PAGES
+from documents.job_types import OCR_PAGES, ocr_pages_per_minute
 from documents.models import Document, DocumentPage, DocumentStatus, PageSource, PageStatus
 from documents.outcomes import LOADED, PAGES_END, PAGES_START, STARTED_AT, finish_document_ocr, ocr_progress_data
 from documents.services import document_on_disk, load_document
@@ -90,8 +90,14 @@ def start_document_ocr(document_id: str) -> AwaitChildren | dict[str, Any]:
     ranges = split_page_ranges(
         pending, settings.OCR_PAGES_PER_CHILD, get_queue(OCR_PAGES.queue).concurrency, settings.OCR_BATCH_PAGES
     )
+    seconds_per_page = 60.0 / ocr_pages_per_minute()
     children = [
-        ChildJob.of(OCR_PAGES, {"document_id": document_id, "first_page": run[0], "last_page": run[-1]})
+        ChildJob.of(
+            OCR_PAGES,
+            {"document_id": document_id, "first_page": run[0], "last_page": run[-1]},
+            # Each range's own size: what fair dispatch charges the owner for it.
+            estimated_duration_s=len(run) * seconds_per_page,
+        )
         for run in ranges
     ]
     message = f"Processing page {data['pages_processed']} of {total}"

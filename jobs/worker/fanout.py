@@ -45,12 +45,27 @@ class ChildJob:
     queue: str | None = None
     #: None: the parent's priority (a high-priority document's pages stay high).
     priority: str | None = None
+    #: This child's own estimate (a page range: its pages), where children of one type differ in size:
+    #: fair dispatch charges an owner by it, so a 50-page range counts as fifty 1-page ones.
+    estimated_duration_s: float | None = None
 
     @classmethod
-    def of(cls, job_type: JobType, arguments: dict[str, Any], *, priority: str | None = None) -> ChildJob:
+    def of(
+        cls,
+        job_type: JobType,
+        arguments: dict[str, Any],
+        *,
+        priority: str | None = None,
+        estimated_duration_s: float | None = None,
+    ) -> ChildJob:
         """A child of a registered (internal) job type: its actor and queue come from the type."""
         return cls(
-            actor=job_type.actor, arguments=arguments, job_type=job_type.name, queue=job_type.queue, priority=priority
+            actor=job_type.actor,
+            arguments=arguments,
+            job_type=job_type.name,
+            queue=job_type.queue,
+            priority=priority,
+            estimated_duration_s=estimated_duration_s,
         )
 
 
@@ -96,6 +111,7 @@ def fan_out(
             owner=None,
             priority=child.priority or INHERIT_PRIORITY,
             parent=parent,
+            estimated_duration_s=child.estimated_duration_s,
         )
         for child in children
     ]
