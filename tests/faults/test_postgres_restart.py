@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -41,19 +42,24 @@ def manage(database_url: str, *args: str) -> str:
 
 
 @contextmanager
-def scheduler(database_url: str) -> Iterator[None]:
-    """``manage.py runscheduler`` (it runs the reconciler, here every second) for the block."""
-    log = open(ROOT / "var" / f"test-scheduler-{os.getpid()}.log", "ab")  # noqa: SIM115 - closed below
+def scheduler(database_url: str, *, env: dict[str, str] | None = None, log_name: str = "") -> Iterator[Path]:
+    """``manage.py runscheduler`` (it runs the reconciler, here every second) for the block; yields its log.
+
+    ``env`` adds to the test environment (another Redis); ``log_name`` tells its log apart.
+    """
+    log_path = ROOT / "var" / f"test-scheduler{'-' + log_name if log_name else ''}-{os.getpid()}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "runscheduler"],
         cwd=ROOT,
-        env={**_env(database_url), "JOBS_RECONCILE_INTERVAL_S": "1"},
+        env={**_env(database_url), "JOBS_RECONCILE_INTERVAL_S": "1", **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        yield
+        yield log_path
     finally:
         proc.terminate()
         try:

@@ -9,16 +9,9 @@ paused. Executions are counted in PostgreSQL (attempts, and the attempt log's
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -31,9 +24,10 @@ from jobs.ops.reconciler import reconcile_once
 from jobs.worker.pausing import pause_queue, paused_queues, resume_queue
 from tests.faults.helpers import statuses, worker_lost_attempts, worker_pids
 from tests.faults.results import record
+from tests.faults.test_postgres_restart import scheduler
 from tests.jobs.helpers import start
 from tests.services import PrivateRedis
-from tests.workers import ROOT, database_url, wait_for
+from tests.workers import database_url, wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -52,38 +46,6 @@ def restart_empty(server: PrivateRedis) -> None:
     shutil.rmtree(server.dir)
     server.dir.mkdir()
     server.start()
-
-
-@contextmanager
-def scheduler(redis_url: str, log_path: Path) -> Iterator[None]:
-    """``manage.py runscheduler`` on the private Redis, reconciling every second, for the block."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings_test",
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": redis_url,
-        "JOBS_RECONCILE_INTERVAL_S": "1",
-    }
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "runscheduler"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def delayed_job(seconds: float) -> Job:
@@ -109,8 +71,7 @@ def test_redis_restarted_empty_mid_run_runs_no_job_twice_and_sends_the_waiting_o
     # Given a pool whose every thread runs a long job, with more jobs waiting
     # in Redis behind them and one delayed job, and the scheduler reconciling
     # every second
-    log_path = ROOT / "var" / f"test-scheduler-empty-restart-{os.getpid()}.log"
-    with scheduler(private_redis.url, log_path):
+    with scheduler(database_url(), env={"REDIS_URL": private_redis.url}, log_name="empty-restart") as log_path:
         pool = pools("maintenance", processes=PROCESSES, threads=THREADS, env={"REDIS_URL": private_redis.url})
         workers = worker_pids(pool)
         running = [
