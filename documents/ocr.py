@@ -48,13 +48,22 @@ logger = logging.getLogger(__name__)
 
 # -- the parent run ---------------------------------------------------------------
 def split_page_ranges(pages: Sequence[int], per_child: int, slots: int, batch: int) -> list[list[int]]:
-    """Split pending page numbers into near-equal runs: at most ``per_child`` each, and at
-    least one per worker slot once there are a few batches of pages."""
-    if not pages:
-        return []
-    count = max(math.ceil(len(pages) / per_child), min(slots, math.ceil(len(pages) / batch)))
-    size = math.ceil(len(pages) / count)
-    return [list(pages[start : start + size]) for start in range(0, len(pages), size)]
+    """Split pending page numbers into runs that shrink towards the end (guided scheduling).
+
+    Each run is a share of the pages still left (a quarter per two slots), rounded up to
+    whole batches and at most ``per_child``, so a long document starts with big runs and
+    ends with single batches. Children are not preempted: small last runs let the slots
+    finish together instead of one slot reading a 50-page run alone, and let another
+    owner's job, which fair dispatch puts next, wait behind a batch rather than a range.
+    """
+    ranges: list[list[int]] = []
+    start = 0
+    while start < len(pages):
+        share = math.ceil((len(pages) - start) / (2 * slots))
+        size = min(per_child, batch * math.ceil(share / batch))
+        ranges.append(list(pages[start : start + size]))
+        start += size
+    return ranges
 
 
 def start_document_ocr(document_id: str) -> AwaitChildren | dict[str, Any]:

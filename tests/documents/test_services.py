@@ -197,13 +197,14 @@ def test_a_render_over_its_cpu_limit_is_killed_and_recorded(user, document_for, 
 @pytest.mark.parametrize(
     ("pending", "ranges"),
     [
-        (500, [50] * 10),
-        (50, [25, 25]),
-        (120, [40, 40, 40]),
+        (300, [50, 50, 50, 40, 30, 20, 20, 10, 10, 10, 10]),
+        (500, [50] * 7 + [40, 30, 20, 20, 10, 10, 10, 10]),
+        (50, [20, 10, 10, 10]),
+        (20, [10, 10]),
         (5, [5]),
     ],
 )
-def test_pages_are_split_into_ranges_that_use_both_slots(pending, ranges):
+def test_pages_are_split_into_ranges_that_shrink_to_one_batch(pending, ranges):
     split = ocr.split_page_ranges(list(range(1, pending + 1)), per_child=50, slots=2, batch=10)
     assert [len(run) for run in split] == ranges
     assert [n for run in split for n in run] == list(range(1, pending + 1))
