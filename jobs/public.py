@@ -10,7 +10,9 @@ module (``lint-imports`` enforces it). Through it they:
 * **start** jobs (``start_job`` for a request's payload; ``build_job`` and
   ``create_jobs`` for jobs a domain service creates itself, sent after commit);
 * **report progress** from inside a run (``progress``, the fan-out helpers,
-  ``write_progress`` from another thread of the run) and run stoppable work
+  ``write_progress`` from another thread of the run; ``yield_if_others_wait``
+  between the steps of a long child, so fair dispatch can let another owner in)
+  and run stoppable work
   in child processes (``run_command``, ``run_in_child``);
 * **write only while the run holds its job**: domain writes of a run go
   through ``fenced()`` (a transaction refused with ``RunSuperseded`` once
@@ -94,6 +96,7 @@ from jobs.worker.isolation import (
 from jobs.worker.liveness import run_may_still_be_going
 from jobs.worker.progress import progress, write_progress_of
 from jobs.worker.stopping import uninterrupted
+from jobs.worker.yielding import yield_if_others_wait
 
 __all__ = [
     "Fence",
@@ -184,4 +187,5 @@ __all__ = [
     "timed_out_rule",
     "visible_to",
     "write_progress_of",
+    "yield_if_others_wait",
 ]

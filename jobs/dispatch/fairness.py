@@ -19,7 +19,9 @@ from typing import Any
 
 from django.db.models import Max
 
+from jobs.core.exceptions import UnknownJobType
 from jobs.dispatch.estimates import estimate_duration_s
+from jobs.dispatch.registry import get_job_type
 from jobs.models import Job, ShareWeight
 
 SYSTEM_BUCKET = "sys"
@@ -28,6 +30,8 @@ SYSTEM_TYPES = frozenset({"canary"})
 #: Bounds on a job's cost: a wild estimate must not stall its owner for hours, nor make it free.
 MIN_COST_S = 0.01
 MAX_COST_S = 3600.0
+#: What one run of a fan-out parent charges (it plans or collects its children, a fraction of a second).
+FAN_OUT_RUN_COST_S = 0.5
 #: How long a weight read from the database is used before it is read again.
 WEIGHT_CACHE_S = 30.0
 
@@ -43,9 +47,25 @@ def owner_bucket(job: Job) -> str:
 
 
 def job_cost(job: Job) -> float:
-    """What a job charges its owner's turn: its estimated seconds (owners share time, not job counts)."""
+    """What a job charges its owner's turn: its estimated seconds (owners share time, not job counts).
+
+    A fan-out parent's estimate covers its children's work, which they charge
+    themselves as they are sent; the parent's own runs (plan the children, then
+    collect them) cost about ``FAN_OUT_RUN_COST_S``. Charging it the whole
+    estimate would bill its owner twice and put, say, a customer's one-page OCR
+    behind another's whole 300-page backlog of page ranges.
+    """
+    if _fans_out(job.type):
+        return FAN_OUT_RUN_COST_S
     estimate = job.estimated_duration_s or estimate_duration_s(job.type)
     return round(min(MAX_COST_S, max(MIN_COST_S, float(estimate))), 3)
+
+
+def _fans_out(type_name: str) -> bool:
+    try:
+        return get_job_type(type_name).on_children_done is not None
+    except UnknownJobType:
+        return False
 
 
 def weight_of(user_id: int | None) -> int:
