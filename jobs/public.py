@@ -48,7 +48,7 @@ from jobs.core.exceptions import (
     readable_reason,
 )
 from jobs.core.files import local_copy, open_stream, save_local_file, scratch_dir, stored_size
-from jobs.core.origin import AuditAction, Origin, Via
+from jobs.core.origin import AuditAction, JobOrigin, Origin, Via
 from jobs.core.queues import get_queue
 from jobs.core.redis_connection import connect_redis
 from jobs.dispatch.outcomes import ChildrenSummary, FailedChild, JobOutcome
@@ -104,6 +104,7 @@ __all__ = [
     "uninterrupted",
     "ModelPermissions",
     "AuditAction",
+    "JobOrigin",
     "Origin",
     "Via",
     "record_audit",

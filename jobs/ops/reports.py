@@ -22,6 +22,7 @@ import dramatiq
 from django.utils import timezone
 from rest_framework import serializers
 
+from jobs.core.origin import JobOrigin
 from jobs.dispatch.registry import JobPlan, JobType, register_job_type
 from jobs.ops.alerts.notifier import post_slack
 from jobs.ops.stats import queue_summary, roll_up
@@ -137,6 +138,7 @@ WEEKLY_REPORT = register_job_type(
         default_duration_s=5.0,
         staff_only=True,
         plan=lambda user, data: JobPlan(arguments={}),
+        origin=JobOrigin.MAINTENANCE,
     )
 )
 
