@@ -73,6 +73,7 @@ from jobs.ops.datasets.spec import (
 )
 from jobs.ops.reports import register_report_column
 from jobs.ops.scheduling import register_cleanup
+from jobs.ops.stats import register_work_counter
 from jobs.state.audit import record_audit
 from jobs.state.fencing import Fence, current_fence, fenced
 from jobs.web.admin.badges import Tone, status_badge
@@ -170,6 +171,7 @@ __all__ = [
     "register_cleanup",
     "register_job_type",
     "register_report_column",
+    "register_work_counter",
     "report_parent_progress",
     "run_command",
     "run_in_child",
