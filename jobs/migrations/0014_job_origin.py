@@ -2,13 +2,15 @@
 
 Older rows get theirs from what they recorded (``backfill_job_origin``); the
 statistics of the hours whose jobs are all still in the table are counted
-again per origin (``recount_stats``). Hours older than the oldest finished
-job (pruned by the monthly cleanup) keep their buckets, counted as customer
-work as they always were: their jobs are gone, so nothing can split them.
+again per origin (``recount_stats``). Hours before the retention cut-off
+(``JOBS_RETENTION_DAYS``: the monthly cleanup deletes jobs that finished
+before it) keep their buckets, counted as customer work as they always were:
+their jobs may be gone, so nothing can split them.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.db import migrations, models
@@ -51,20 +53,21 @@ def backfill_job_origin(apps: Any, schema_editor: Any) -> None:
 
 
 def recount_stats(apps: Any, schema_editor: Any) -> None:
-    """Count again, per origin, every hour of the statistics whose jobs are all still in the table."""
+    """Count again, per origin, every hour of the statistics whose jobs are all still in the table.
+
+    The cleanup deletes jobs that finished before ``JOBS_RETENTION_DAYS`` ago
+    (children with their parent, which finished after them), so every hour
+    from that cut-off on still has all its jobs.
+    """
+    from django.conf import settings
+    from django.utils import timezone
+
     from jobs.ops.stats import hour_buckets
 
     job = apps.get_model("jobs", "Job")
     bucket = apps.get_model("jobs", "JobStatsBucket")
-    oldest = (
-        job.objects.filter(finished_at__isnull=False)
-        .order_by("finished_at")
-        .values_list("finished_at", flat=True)
-        .first()
-    )
-    if oldest is None:
-        return
-    hours = bucket.objects.filter(hour__gt=oldest).values_list("hour", flat=True).distinct()
+    cutoff = timezone.now() - timedelta(days=settings.JOBS_RETENTION_DAYS)
+    hours = bucket.objects.filter(hour__gte=cutoff).values_list("hour", flat=True).distinct()
     for hour in sorted(set(hours)):
         bucket.objects.filter(hour=hour).delete()
         bucket.objects.bulk_create(hour_buckets(hour, job, bucket))

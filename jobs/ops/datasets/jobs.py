@@ -83,6 +83,21 @@ JOBS = register_dataset(
         default_ordering="created_at",
         tiebreak="j.id",
         owner_sql="j.owner_id",
+        # ``origin`` is asked for by name (and filtered on): exports that name no fields keep their columns.
+        default_fields=[
+            "id",
+            "type",
+            "queue",
+            "status",
+            "priority",
+            "attempts",
+            "owner",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_s",
+            "error",
+        ],
     )
 )
 
