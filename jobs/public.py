@@ -50,7 +50,7 @@ from jobs.core.exceptions import (
     readable_reason,
 )
 from jobs.core.files import local_copy, open_stream, save_local_file, scratch_dir, stored_size
-from jobs.core.origin import AuditAction, Origin, Via
+from jobs.core.origin import AuditAction, JobOrigin, Origin, Via
 from jobs.core.queues import get_queue
 from jobs.core.redis_connection import connect_redis
 from jobs.dispatch.outcomes import ChildrenSummary, FailedChild, JobOutcome
@@ -75,6 +75,7 @@ from jobs.ops.datasets.spec import (
 )
 from jobs.ops.reports import register_report_column
 from jobs.ops.scheduling import register_cleanup
+from jobs.ops.stats import register_work_counter
 from jobs.state.audit import record_audit
 from jobs.state.fencing import Fence, current_fence, fenced
 from jobs.web.admin.badges import Tone, status_badge
@@ -107,6 +108,7 @@ __all__ = [
     "uninterrupted",
     "ModelPermissions",
     "AuditAction",
+    "JobOrigin",
     "Origin",
     "Via",
     "record_audit",
@@ -172,6 +174,7 @@ __all__ = [
     "register_cleanup",
     "register_job_type",
     "register_report_column",
+    "register_work_counter",
     "report_parent_progress",
     "run_command",
     "run_in_child",

@@ -7,8 +7,9 @@ proportion to their weights (``jobs.worker.fairqueue``).
 
 * A customer's job, and every child of it (OCR page ranges, a document's
   thumbnails, email batches), waits in ``u<user id>``.
-* Work nobody asked for waits in one shared system bucket: schedules,
-  canaries, maintenance, anything without an owner.
+* The platform's own work waits in one shared system bucket: canaries and
+  maintenance by their origin (``Job.origin``), even when staff started
+  them; and anything without an owner (schedules' jobs, their children).
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from typing import Any
 from django.db.models import Max
 
 from jobs.core.exceptions import UnknownJobType
+from jobs.core.origin import SYSTEM_ORIGINS
 from jobs.dispatch.estimates import estimate_duration_s
 from jobs.dispatch.registry import get_job_type
 from jobs.models import Job, ShareWeight
 
 SYSTEM_BUCKET = "sys"
-#: Job types that are the platform's own work even when a person started them.
-SYSTEM_TYPES = frozenset({"canary"})
 #: Bounds on a job's cost: a wild estimate must not stall its owner for hours, nor make it free.
 MIN_COST_S = 0.01
 MAX_COST_S = 3600.0
@@ -41,7 +41,8 @@ _weights_lock = threading.Lock()
 
 def owner_bucket(job: Job) -> str:
     """The fair-dispatch bucket a job waits in."""
-    if job.owner_id is None or job.type in SYSTEM_TYPES:
+    # The origin, not the type: maintenance that a person started (and owns) is still system work.
+    if job.owner_id is None or job.origin in SYSTEM_ORIGINS:
         return SYSTEM_BUCKET
     return f"u{job.owner_id}"
 

@@ -67,8 +67,9 @@ def test_metrics_report_jobs_depth_durations_retries_workers_and_canary_latency(
     families = _scrape()
     # Then jobs are counted by queue and status
     finished = families["conveyor_jobs_finished"]
-    assert _value(finished, "conveyor_jobs_finished", queue="csv-export", status="completed") == 2
-    assert _value(finished, "conveyor_jobs_finished", queue="csv-export", status="failed") == 1
+    customer = {"origin": "customer"}
+    assert _value(finished, "conveyor_jobs_finished", queue="csv-export", status="completed", **customer) == 2
+    assert _value(finished, "conveyor_jobs_finished", queue="csv-export", status="failed", **customer) == 1
     unfinished = families["conveyor_jobs_unfinished"]
     assert _value(unfinished, "conveyor_jobs_unfinished", queue="maintenance", status="queued") == 2
     # Queue depth comes from Redis
@@ -81,7 +82,8 @@ def test_metrics_report_jobs_depth_durations_retries_workers_and_canary_latency(
     assert _value(durations, "conveyor_job_duration_seconds_sum", type="csv-export") == pytest.approx(20.3, abs=0.1)
     assert _value(durations, "conveyor_job_duration_seconds_count", type="thumbnails") == 1
     # Retries, workers and canary latency
-    assert _value(families["conveyor_job_retries"], "conveyor_job_retries", queue="csv-export") == 1
+    retries = families["conveyor_job_retries"]
+    assert _value(retries, "conveyor_job_retries", queue="csv-export", origin="customer") == 1
     assert _value(families["conveyor_workers"], "conveyor_workers", queue="maintenance") == 0
     assert _value(families["conveyor_redis_up"], "conveyor_redis_up") == 1
     assert "conveyor_canary_latency_seconds" in families

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
@@ -25,9 +25,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jobs.core.origin import JobOrigin
 from jobs.core.queues import queue_names
 from jobs.models import TERMINAL_STATUSES, Job, JobStatus
 from jobs.ops.health import last_canary_latency_ms, live_workers, queue_depths
+from jobs.ops.stats import recent_job_counts
 
 logger = logging.getLogger(__name__)
 
@@ -63,36 +65,25 @@ class ConveyorCollector(Collector):
                 jobs.add_metric([queue, status], counts.get((queue, status), 0))
         yield jobs
 
-    def _finished(self, since: object, window: str) -> Iterator[Metric]:
+    def _finished(self, since: datetime, window: str) -> Iterator[Metric]:
+        # Per origin (customer, child, schedule, canary, maintenance), counted by jobs.ops.stats:
+        # customer work is `origin="customer"`, and a sum over origins gives every job.
         finished = GaugeMetricFamily(
             "conveyor_jobs_finished",
-            f"Jobs created within the last {window} that have finished, by queue and status",
-            labels=["queue", "status"],
+            f"Jobs created within the last {window} that have finished, by queue, status and origin",
+            labels=["queue", "status", "origin"],
         )
         retries = GaugeMetricFamily(
             "conveyor_job_retries",
-            f"Attempts beyond the first, of jobs created within the last {window}, by queue",
-            labels=["queue"],
+            f"Attempts beyond the first, of jobs created within the last {window}, by queue and origin",
+            labels=["queue", "origin"],
         )
-        recent = Job.objects.filter(created_at__gte=since)
-        counts = {
-            (row["queue"], row["status"]): row["n"]
-            for row in recent.filter(status__in=TERMINAL_STATUSES)
-            .values("queue", "status")
-            .annotate(n=Count("id"))
-            .order_by()
-        }
-        extra_attempts = dict(
-            recent.filter(attempts__gt=1)
-            .values("queue")
-            .annotate(n=Sum(F("attempts") - 1))
-            .order_by()
-            .values_list("queue", "n")
-        )
+        counts = recent_job_counts(since)
         for queue in queue_names():
-            for status in TERMINAL_STATUSES:
-                finished.add_metric([queue, status], counts.get((queue, status), 0))
-            retries.add_metric([queue], extra_attempts.get(queue) or 0)
+            for origin in JobOrigin.values:
+                for status in TERMINAL_STATUSES:
+                    finished.add_metric([queue, status, origin], counts.finished.get((queue, origin, status), 0))
+                retries.add_metric([queue, origin], counts.extra_attempts.get((queue, origin), 0))
         yield finished
         yield retries
 
