@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from importlib import import_module
+from typing import Any
 
 import pytest
 from django.apps import apps as django_apps
@@ -121,7 +122,7 @@ def test_jobs_that_a_maintenance_run_starts_are_maintenance_too(pools, staff_api
 def _old_row(job_type: str, **fields) -> Job:
     """A job as it was before 0014: the new column holds its default, ``customer``, whatever the job was."""
     now = timezone.now() - timedelta(hours=2)
-    defaults = {"queue": "thumbnails", "actor": "x", "status": JobStatus.COMPLETED}
+    defaults: dict[str, Any] = {"queue": "thumbnails", "actor": "x", "status": JobStatus.COMPLETED}
     defaults.update(created_at=now, started_at=now, finished_at=now + timedelta(seconds=1))
     return Job.objects.create(type=job_type, **{**defaults, **fields})
 

@@ -9,7 +9,7 @@ customer's exports alone, and show the rest apart.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.test import Client
@@ -81,7 +81,7 @@ def an_hour_of_mixed_work(customer: Any, at: datetime, *, completed: int, failed
 @pytest.fixture
 def admin_client(db: None) -> Client:
     client = Client()
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    client.force_login(cast(Any, UserFactory(is_staff=True, is_superuser=True)))
     return client
 
 
@@ -203,6 +203,7 @@ def test_metrics_label_finished_jobs_by_origin(settings, user, clean_redis):
 # -- the job-metrics dataset ---------------------------------------------------------------
 
 
+@pytest.mark.django_db(transaction=True)  # the export's child process reads committed rows
 def test_job_metrics_dataset_has_a_row_per_queue_and_origin(settings, tmp_path, user):
     settings.MEDIA_ROOT = tmp_path
     staff = UserFactory(is_staff=True)
@@ -224,6 +225,7 @@ def test_job_metrics_dataset_has_a_row_per_queue_and_origin(settings, tmp_path, 
     assert by_key[("maintenance", JobOrigin.MAINTENANCE)] == ["1", "1", "0"]
 
 
+@pytest.mark.django_db(transaction=True)
 def test_jobs_dataset_gives_each_jobs_origin_and_filters_on_it(settings, tmp_path, user):
     settings.MEDIA_ROOT = tmp_path
     an_hour_of_mixed_work(user, timezone.now() - timedelta(minutes=5), completed=2, failed=2)
