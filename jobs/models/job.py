@@ -94,6 +94,15 @@ class Job(models.Model):
     # db_default too: rows written by SQL (bulk seeding, older code during a rolling deploy) get them.
     created_via = models.CharField(max_length=16, choices=Via.choices, default=Via.SYSTEM, db_default=Via.SYSTEM)
     created_by = models.CharField(max_length=LABEL_MAX, blank=True, default="", db_default="")
+    #: The finished job this one runs again ("Run again" in the admin: ``jobs.dispatch.rerun``).
+    rerun_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reruns",
+        db_index=False,  # job_rerun_of: only the few jobs that are re-runs
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -103,6 +112,7 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["status", "queue"], name="job_status_queue"),
             models.Index(fields=["parent"], name="job_parent", condition=Q(parent__isnull=False)),
+            models.Index(fields=["rerun_of"], name="job_rerun_of", condition=Q(rerun_of__isnull=False)),
             models.Index(fields=["finished_at"], name="job_finished_at", condition=Q(finished_at__isnull=False)),
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
             models.Index(fields=["type", "status", "-finished_at"], name="job_type_finished"),
