@@ -138,8 +138,9 @@ def plan_digest_rerun(original: JobOutcome) -> JobPlan:
     """Run again: the digest of the same day (an empty day means "today" when the original ran, not now)."""
     day = original.arguments.get("day") or ""
     campaign = _campaign_of(original)
-    if not day and campaign is not None and (campaign.key or "").startswith(DIGEST_KEY_PREFIX):
-        day = campaign.key.removeprefix(DIGEST_KEY_PREFIX)
+    key = (campaign.key if campaign is not None else None) or ""
+    if not day and key.startswith(DIGEST_KEY_PREFIX):
+        day = key.removeprefix(DIGEST_KEY_PREFIX)
     return JobPlan(arguments={"day": day})
 
 

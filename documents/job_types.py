@@ -16,6 +16,7 @@ The hooks live in ``outcomes``; the modules that start jobs of these types
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -90,10 +91,20 @@ def plan_ocr(user: Any, data: dict[str, Any]) -> JobPlan:
     )
 
 
+def _named_document(document_id: Any, *, lock: bool = False) -> Document | None:
+    """The document a job's arguments name, or None (gone, or not an id)."""
+    try:
+        key = uuid.UUID(str(document_id))
+    except ValueError:
+        return None
+    documents = Document.objects.select_for_update() if lock else Document.objects.all()
+    return documents.filter(id=key).first()
+
+
 def plan_ocr_rerun(original: JobOutcome) -> JobPlan:
     """Run again: OCR the same document from scratch (its pages are read again), unless its OCR runs now."""
     document_id = str(original.arguments.get("document_id", ""))
-    document = Document.objects.select_for_update().filter(id=document_id).first()
+    document = _named_document(document_id, lock=True)
     if document is None:
         raise JobNotRerunnable(f"document {document_id} no longer exists")
     if is_unfinished(document.ocr_job_id):
@@ -118,8 +129,10 @@ def _thumbnail_links(document: Document, label: str) -> list[ResultLink]:
 
 def ocr_result_links(outcome: JobOutcome) -> list[ResultLink]:
     """The document's text once this job made it ready, and its thumbnails."""
-    document = Document.objects.filter(id=outcome.arguments.get("document_id")).first()
-    if document is None or outcome.status != JobStatus.COMPLETED:
+    if outcome.status != JobStatus.COMPLETED:
+        return []
+    document = _named_document(outcome.arguments.get("document_id"))
+    if document is None:
         return []
     links = []
     if document.status == DocumentStatus.READY and str(document.ocr_job_id) == outcome.job_id:

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from documents.models import Document, DocumentStatus
 from jobs.models import Job, JobStatus
-from tests.factories import DocumentFactory
+from tests.factories import DocumentFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +68,12 @@ def test_a_done_thumbnails_job_links_to_its_documents_thumbnails():
     assert _page_state(document.owner, job)["result_links"] == [
         {"label": "invoice.pdf: thumbnail 128 px", "url": f"/api/documents/{document.id}/thumbnails/128"}
     ]
+
+
+def test_the_page_state_of_another_users_job_is_not_found():
+    document: Any = DocumentFactory(status=DocumentStatus.READY)
+    job = _job("pdf-ocr", "ocr_document", document.owner, JobStatus.COMPLETED, document_id=str(document.id))
+    stranger = Client()
+    stranger.force_login(UserFactory())
+    assert stranger.get(f"/jobs/{job.pk}/state").status_code == 404
+    assert Client().get(f"/jobs/{job.pk}/state").status_code == 302  # to sign in
