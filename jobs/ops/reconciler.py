@@ -189,12 +189,16 @@ def _record_run(broker: Any, *, ok: bool, outcome: str, duration_s: float) -> No
         logger.warning("Could not record the reconciler's run in Redis", exc_info=True)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def last_reconcile(broker: Any) -> ReconcileRun | None:
     """The last recorded pass, or None if no scheduler ran one since Redis's data began."""
     fields = broker.client.hgetall(last_run_key(broker.namespace))
     if not fields:
         return None
-    values = {key.decode(): value.decode() for key, value in fields.items()}
+    values = {_text(key): _text(value) for key, value in fields.items()}
     return ReconcileRun(
         at=float(values["at"]),
         ok=values["ok"] == "1",
