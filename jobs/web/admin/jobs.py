@@ -214,7 +214,7 @@ class JobAdmin(RerunAdminMixin, admin.ModelAdmin):  # type: ignore[type-arg]
             return "—"
         return format_html(
             '<a href="{}" target="_blank">open the live page</a><br>'
-            '<iframe src="{}" title="live progress" style="width:100%;max-width:640px;height:140px;border:0"></iframe>',
+            '<iframe src="{}" title="live progress" style="width:100%;max-width:640px;height:300px;border:0"></iframe>',
             url,
             url,
         )
