@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 
-from campaigns.models import EmailTemplate
+from campaigns.models import DIGEST_KEY_PREFIX, Campaign, EmailTemplate
 from campaigns.outcomes import (
     cancel_campaign_at_request,
     close_campaign_of_job,
@@ -30,7 +31,7 @@ from campaigns.services import (
     link_job,
     reachable_users,
 )
-from jobs.public import JobPlan, JobType, register_job_type
+from jobs.public import JobOutcome, JobPlan, JobType, ResultLink, register_job_type
 
 EMAIL_QUEUE = "email-sender"
 MAX_RECIPIENTS = 100_000
@@ -68,6 +69,21 @@ def plan_email_batch(user: Any, data: dict[str, Any]) -> JobPlan:
     )
 
 
+def _campaign_of(outcome: JobOutcome) -> Campaign | None:
+    """The campaign a parent job sent: in its arguments (email-batch) or its progress data (both, once running)."""
+    campaign_id = outcome.arguments.get("campaign_id") or outcome.data.get("campaign_id")
+    campaign = Campaign.objects.filter(pk=campaign_id).first() if campaign_id else None
+    return campaign or Campaign.objects.filter(job_id=outcome.job_id).first()
+
+
+def campaign_result_links(outcome: JobOutcome) -> list[ResultLink]:
+    """The campaign's page in the admin (its deliveries and counts): these types are staff's."""
+    campaign = _campaign_of(outcome)
+    if campaign is None:
+        return []
+    return [ResultLink(f"Campaign {campaign.name}", reverse("admin:campaigns_campaign_change", args=[campaign.pk]))]
+
+
 EMAIL_BATCH_TYPE = register_job_type(
     JobType(
         name=EMAIL_BATCH,
@@ -90,6 +106,10 @@ EMAIL_BATCH_TYPE = register_job_type(
         on_failed=settle_failed,
         on_cancelled=settle_cancelled,
         unsettled=unsettled_campaign_jobs,
+        # Run again (no ``rerun`` plan): the same campaign. start_sending adds deliveries only for
+        # recipients who have none and batches only the ones still pending, so nobody who was sent
+        # (or bounced, or failed for good) is emailed again; those still pending are sent.
+        result_links=campaign_result_links,
     )
 )
 
@@ -114,6 +134,16 @@ def plan_digest(user: Any, data: dict[str, Any]) -> JobPlan:
     return JobPlan(arguments={"day": day.isoformat() if day else ""})
 
 
+def plan_digest_rerun(original: JobOutcome) -> JobPlan:
+    """Run again: the digest of the same day (an empty day means "today" when the original ran, not now)."""
+    day = original.arguments.get("day") or ""
+    campaign = _campaign_of(original)
+    key = (campaign.key if campaign is not None else None) or ""
+    if not day and key.startswith(DIGEST_KEY_PREFIX):
+        day = key.removeprefix(DIGEST_KEY_PREFIX)
+    return JobPlan(arguments={"day": day})
+
+
 EMAIL_DIGEST_TYPE = register_job_type(
     JobType(
         name=EMAIL_DIGEST,
@@ -132,5 +162,8 @@ EMAIL_DIGEST_TYPE = register_job_type(
         on_failed=settle_failed,
         on_cancelled=settle_cancelled,
         unsettled=unsettled_digest_jobs,
+        # Run again: the same day's digest campaign (one per day): only its pending deliveries are sent.
+        rerun=plan_digest_rerun,
+        result_links=campaign_result_links,
     )
 )

@@ -16,19 +16,25 @@ The hooks live in ``outcomes``; the modules that start jobs of these types
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
+from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 
 from documents import outcomes
-from documents.models import Document
+from documents.models import Document, DocumentStatus
 from jobs.public import (
+    JobNotRerunnable,
     JobOrigin,
+    JobOutcome,
     JobPlan,
     JobPriority,
+    JobStatus,
     JobType,
+    ResultLink,
     get_queue,
     is_unfinished,
     recent_results,
@@ -86,6 +92,64 @@ def plan_ocr(user: Any, data: dict[str, Any]) -> JobPlan:
     )
 
 
+def _named_document(document_id: Any, *, lock: bool = False) -> Document | None:
+    """The document a job's arguments name, or None (gone, or not an id)."""
+    try:
+        key = uuid.UUID(str(document_id))
+    except ValueError:
+        return None
+    documents = Document.objects.select_for_update() if lock else Document.objects.all()
+    return documents.filter(id=key).first()
+
+
+def plan_ocr_rerun(original: JobOutcome) -> JobPlan:
+    """Run again: OCR the same document from scratch (its pages are read again), unless its OCR runs now."""
+    document_id = str(original.arguments.get("document_id", ""))
+    document = _named_document(document_id, lock=True)
+    if document is None:
+        raise JobNotRerunnable(f"document {document_id} no longer exists")
+    if is_unfinished(document.ocr_job_id):
+        raise JobNotRerunnable(f"the document's OCR is already running in job {document.ocr_job_id}")
+    return JobPlan(
+        arguments={"document_id": document_id},
+        estimated_duration_s=estimate_ocr_seconds(document.page_count or 1),
+        on_created=lambda job: Document.link_ocr_job(document_id, str(job.pk)),
+    )
+
+
+#: Documents whose thumbnails a thumbnails job's page links to (the rest are in the API's list).
+LINKED_DOCUMENTS = 5
+
+
+def _thumbnail_links(document: Document, label: str) -> list[ResultLink]:
+    return [
+        ResultLink(f"{label}thumbnail {size} px", reverse("document-thumbnail", args=[document.id, int(size)]))
+        for size in sorted(document.thumbnails or {}, key=int)
+    ]
+
+
+def ocr_result_links(outcome: JobOutcome) -> list[ResultLink]:
+    """The document's text once this job made it ready, and its thumbnails."""
+    if outcome.status != JobStatus.COMPLETED:
+        return []
+    document = _named_document(outcome.arguments.get("document_id"))
+    if document is None:
+        return []
+    links = []
+    if document.status == DocumentStatus.READY and str(document.ocr_job_id) == outcome.job_id:
+        links.append(ResultLink("Text of the document", reverse("document-text", args=[document.id])))
+    return links + _thumbnail_links(document, "")
+
+
+def thumbnails_result_links(outcome: JobOutcome) -> list[ResultLink]:
+    """The thumbnails of the job's first documents."""
+    if outcome.status != JobStatus.COMPLETED:
+        return []
+    ids = list(outcome.arguments.get("document_ids") or [])[:LINKED_DOCUMENTS]
+    documents = Document.objects.filter(id__in=ids).order_by("original_name")
+    return [link for document in documents for link in _thumbnail_links(document, f"{document.original_name}: ")]
+
+
 PDF_OCR = register_job_type(
     JobType(
         name="pdf-ocr",
@@ -103,6 +167,8 @@ PDF_OCR = register_job_type(
         on_failed=outcomes.on_ocr_failed,
         on_cancelled=outcomes.on_ocr_cancelled,
         unsettled=outcomes.documents_awaiting_ocr,
+        rerun=plan_ocr_rerun,
+        result_links=ocr_result_links,
     )
 )
 
@@ -163,6 +229,8 @@ THUMBNAILS = register_job_type(
         deferrable=True,
         plan=plan_thumbnails,
         on_children_done=outcomes.on_thumbnail_children_done,
+        # Run again: the same documents, sizes and format (what is rendered already is skipped unless forced).
+        result_links=thumbnails_result_links,
     )
 )
 

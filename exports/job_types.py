@@ -10,10 +10,10 @@ from typing import Any
 
 from rest_framework import serializers
 
-from exports.models import Export, ExportFormat
+from exports.models import Export, ExportFormat, ExportStatus
 from exports.outcomes import export_job_cancelled, export_job_failed, unsettled_export_jobs
-from exports.services import create_export, validate_export_request
-from jobs.public import JobOrigin, JobPlan, JobType, register_job_type
+from exports.services import copy_export, create_export, download_url, validate_export_request
+from jobs.public import JobOrigin, JobOutcome, JobPlan, JobType, ResultLink, register_job_type
 
 
 class CsvExportSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -23,20 +23,41 @@ class CsvExportSerializer(serializers.Serializer):  # type: ignore[type-arg]
     format = serializers.ChoiceField(choices=ExportFormat.choices, default=ExportFormat.CSV)
 
 
+def _linked_to(export_id: Any) -> Any:
+    def link(job: Any) -> None:
+        Export.objects.filter(id=export_id).update(job_id=job.pk)
+
+    return link
+
+
 def plan_csv_export(user: Any, data: dict[str, Any]) -> JobPlan:
     """Validate the query against the dataset's whitelist and record the Export with its job."""
     dataset, query = validate_export_request(user, data["query_params"])
     export = create_export(user, dataset, query, data["format"])
-
-    def link(job: Any) -> None:
-        Export.objects.filter(id=export.id).update(job_id=job.pk)
-
     return JobPlan(
         arguments={"export_id": str(export.id)},
-        on_created=link,
+        on_created=_linked_to(export.id),
         # The caller learns the export's id from the job's data before any worker runs.
         initial_data={"export_id": str(export.id), "message": "Waiting for a worker"},
     )
+
+
+def plan_csv_export_rerun(original: JobOutcome) -> JobPlan:
+    """Run again: a new Export of the same query (a finished one is never written twice; its file stays)."""
+    export = copy_export(original.arguments.get("export_id"))
+    return JobPlan(
+        arguments={"export_id": str(export.id)},
+        on_created=_linked_to(export.id),
+        initial_data={"export_id": str(export.id), "message": "Waiting for a worker"},
+    )
+
+
+def export_result_links(outcome: JobOutcome) -> list[ResultLink]:
+    """The download of the file this job wrote, while it is kept."""
+    export = Export.objects.filter(job_id=outcome.job_id, status=ExportStatus.COMPLETED).first()
+    if export is None:
+        return []
+    return [ResultLink(f"Download {export.download_name}", download_url(export.id))]
 
 
 class NoArgumentsSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -59,6 +80,8 @@ CSV_EXPORT = register_job_type(
         # Names the jobs of every unsettled export, the weekly ones too: the
         # reconciler delivers each job's outcome to the hooks of its own type.
         unsettled=unsettled_export_jobs,
+        rerun=plan_csv_export_rerun,
+        result_links=export_result_links,
     )
 )
 
@@ -75,5 +98,7 @@ WEEKLY_JOB_METRICS = register_job_type(
         origin=JobOrigin.MAINTENANCE,  # the operators' weekly analytics, not a customer's export
         on_failed=export_job_failed,
         on_cancelled=export_job_cancelled,
+        # Run again: the same (no) arguments; the run makes its own export of the week before it.
+        result_links=export_result_links,
     )
 )

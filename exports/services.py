@@ -36,6 +36,7 @@ from jobs.public import (
     Fence,
     InvalidDatasetQuery,
     JobCancelled,
+    JobNotRerunnable,
     MemoryCeilingExceeded,
     RunSuperseded,
     current_fence,
@@ -88,6 +89,24 @@ def create_export(user: Any, dataset: Dataset, query: DatasetQuery, export_forma
         query_params=query.as_json(),
         all_owners=sees_everything(user) or dataset.owner_sql is None,
         format=export_format,
+    )
+
+
+def copy_export(export_id: Any) -> Export:
+    """A new pending Export asking what ``export_id`` asked (its owner, dataset, query, format): "Run again".
+
+    The original keeps its file until it expires; the copy gets its own. The query was validated
+    when the original was requested and is stored validated, so it is copied as it is.
+    """
+    original = Export.objects.filter(id=export_id).first()
+    if original is None:
+        raise JobNotRerunnable(f"export {export_id} no longer exists")
+    return Export.objects.create(
+        owner=original.owner,
+        dataset=original.dataset,
+        query_params=original.query_params,
+        all_owners=original.all_owners,
+        format=original.format,
     )
 
 

@@ -24,6 +24,9 @@ module (``lint-imports`` enforces it). Through it they:
   to a scratch directory for a tool (``local_copy``, ``scratch_dir``), store
   what a job made (``save_local_file``), stream one to a client after the
   owner-or-staff check (``stored_file_response``);
+* **let a finished job run again** (``JobType.rerun``: plan the new job from
+  the original, or refuse with ``JobNotRerunnable``) and **point its owner at
+  what it made** (``JobType.result_links``: a list of ``ResultLink`` for the job page);
 * **hear outcomes** through their type's hooks (``on_finished``,
   ``on_failed``, ``on_cancelled``, ``on_cancel_requested``,
   ``on_children_done``), with a ``JobOutcome`` of plain values; hooks run
@@ -42,6 +45,7 @@ from jobs.core.context import current_job
 from jobs.core.enums import ACTIVE_STATUSES, TERMINAL_STATUSES, JobPriority, JobStatus, StopReason
 from jobs.core.exceptions import (
     JobCancelled,
+    JobNotRerunnable,
     JobTimedOut,
     PermanentJobError,
     Reschedule,
@@ -54,7 +58,7 @@ from jobs.core.origin import AuditAction, JobOrigin, Origin, Via
 from jobs.core.queues import get_queue
 from jobs.core.redis_connection import connect_redis
 from jobs.dispatch.outcomes import ChildrenSummary, FailedChild, JobOutcome
-from jobs.dispatch.registry import JobPlan, JobType, default_plan, get_job_type, register_job_type
+from jobs.dispatch.registry import JobPlan, JobType, ResultLink, default_plan, get_job_type, register_job_type
 from jobs.dispatch.services import build_job, create_jobs, start_job
 from jobs.dispatch.status import is_unfinished, recent_results
 from jobs.ops.activity import activity_sources, recently_active_users, register_activity_source
@@ -141,6 +145,7 @@ __all__ = [
     "ChildrenSummary",
     "FailedChild",
     "JobCancelled",
+    "JobNotRerunnable",
     "JobOutcome",
     "JobPlan",
     "JobPriority",
@@ -150,6 +155,7 @@ __all__ = [
     "MemoryCeilingExceeded",
     "PermanentJobError",
     "Reschedule",
+    "ResultLink",
     "StopReason",
     "TransientJobError",
     "build_job",

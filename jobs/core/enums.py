@@ -21,6 +21,18 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+#: What a job's owner reads for each status (the live job page); the enum's labels stay the admin's.
+STATUS_LABELS: dict[str, str] = {
+    JobStatus.QUEUED: "Waiting",
+    JobStatus.SCHEDULED: "Scheduled",
+    JobStatus.ACTIVE: "Running",
+    JobStatus.RETRYING: "Waiting to retry",
+    JobStatus.COMPLETED: "Done",
+    JobStatus.FAILED: "Failed",
+    JobStatus.CANCELLED: "Cancelled",
+}
+
+
 class JobPriority(models.TextChoices):
     HIGH = "high", "High"
     NORMAL = "normal", "Normal"

@@ -73,6 +73,10 @@ class JobNotCancellable(JobError):
     """Cancel asked for a job that has already finished."""
 
 
+class JobNotRerunnable(JobError):
+    """Run again asked for a job that is unfinished, internal, or whose domain rows cannot run again."""
+
+
 class TransientJobError(JobError):
     """A temporary failure: retried with backoff like any unexpected error."""
 

@@ -2,7 +2,7 @@
 
 A job records its :class:`Origin` on its own row (``created_via``,
 ``created_by``): one more column costs nothing at enqueue, an extra insert
-would. Cancel, retry, pause, resume and template edits each add an
+would. Cancel, retry, run again, pause, resume and template edits each add an
 ``AuditEvent`` row with the origin of the person (or command) who did it.
 """
 
@@ -51,6 +51,7 @@ class AuditAction(models.TextChoices):
     RETRY = "retry", "retry"
     PAUSE = "pause", "pause"
     RESUME = "resume", "resume"
+    RERUN = "rerun", "run again"
     TEMPLATE_CREATED = "template-created", "template created"
     TEMPLATE_CHANGED = "template-changed", "template changed"
     TEMPLATE_DELETED = "template-deleted", "template deleted"

@@ -79,6 +79,11 @@ class JobOutcome:
             data=dict(row["progress_data"] or {}),
         )
 
+    @classmethod
+    def of_job(cls, job: Job) -> JobOutcome:
+        """The outcome of a Job row already loaded (the same plain values)."""
+        return cls.of({name: getattr(job, name) for name in _OUTCOME_FIELDS})
+
 
 @dataclass(frozen=True)
 class FailedChild:

@@ -44,6 +44,14 @@ class JobPlan:
     initial_data: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class ResultLink:
+    """Where a job's owner finds what the job made: a label and a URL (the job page lists them)."""
+
+    label: str
+    url: str
+
+
 def default_plan(user: Any, data: dict[str, Any]) -> JobPlan:
     data = dict(data)
     priority = data.pop("priority", JobPriority.NORMAL) or JobPriority.NORMAL
@@ -92,6 +100,14 @@ class JobType:
     #: The ids of this type's jobs that domain rows still wait on for an
     #: outcome; the reconciler delivers again those that have finished.
     unsettled: Callable[[], Iterable[Any]] | None = None
+    #: "Run again" (``jobs.dispatch.rerun``): plans the new job from the finished one, inside the
+    #: transaction that records it. None: the same arguments, which suits a type whose run skips
+    #: what is already done (a campaign's sent deliveries). A type whose arguments name a row
+    #: that cannot run twice (an export) makes a fresh row here; raise ``JobNotRerunnable`` to refuse.
+    rerun: Callable[[JobOutcome], JobPlan] | None = None
+    #: Links to what a finished job made, for its owner (the job page): the document's text, an
+    #: export's download. Called with the job's outcome; an empty list when there is nothing (yet).
+    result_links: Callable[[JobOutcome], list[ResultLink]] | None = None
 
     def payload_serializer(self) -> type[Serializer[Any]]:
         """The serializer of a request's payload; an internal type has none (UnknownJobType)."""

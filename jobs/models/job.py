@@ -99,6 +99,15 @@ class Job(models.Model):
     origin = models.CharField(
         max_length=16, choices=JobOrigin.choices, default=JobOrigin.CUSTOMER, db_default=JobOrigin.CUSTOMER
     )
+    #: The finished job this one runs again ("Run again" in the admin: ``jobs.dispatch.rerun``).
+    rerun_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reruns",
+        db_index=False,  # job_rerun_of: only the few jobs that are re-runs
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -108,6 +117,7 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["status", "queue"], name="job_status_queue"),
             models.Index(fields=["parent"], name="job_parent", condition=Q(parent__isnull=False)),
+            models.Index(fields=["rerun_of"], name="job_rerun_of", condition=Q(rerun_of__isnull=False)),
             models.Index(fields=["finished_at"], name="job_finished_at", condition=Q(finished_at__isnull=False)),
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
             models.Index(fields=["type", "status", "-finished_at"], name="job_type_finished"),

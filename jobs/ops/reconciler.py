@@ -39,11 +39,19 @@ step is the only one deciding. Waiting jobs are sent again at once (after
 waiting for it, so sending early costs nothing. A retrying job whose delayed
 message is gone is sent when its next attempt is due, a scheduled one with
 the delay it has left.
+
+**Its last run** is kept in Redis (``<namespace>:__reconciler__``, a hash: Redis's time,
+how long it took, ``ok`` or ``failed`` and what it did or why it failed), written at the
+end of every pass by whichever scheduler ran it; the console shows it
+(:func:`last_reconcile`). Redis, because the console already reads Redis and a pass
+every 10 s should not write a row; when Redis is down the pass fails anyway and the
+console says Redis is unreachable.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,6 +65,7 @@ from dramatiq.worker import CONSUMER_RESTART_DELAY
 from jobs.core.clock import database_now
 from jobs.core.enums import RunHolder
 from jobs.core.queues import queue_names
+from jobs.core.redaction import redact_text
 from jobs.dispatch.outcomes import deliver_unsettled
 from jobs.dispatch.services import send_job
 from jobs.models import Job, JobStatus
@@ -126,6 +135,77 @@ class ReconcileReport:
             self.resent or self.due_sent or self.lost_requeued or self.outcomes_redelivered or self.pauses_restored
         )
 
+    def summary(self) -> str:
+        """What the pass did, in words: "nothing to fix", or the counts that were not zero."""
+        parts = [
+            f"{label} {count}"
+            for label, count in (
+                ("sent again", self.resent),
+                ("sent when due", self.due_sent),
+                ("requeued from dead workers", self.lost_requeued),
+                ("outcomes delivered again", self.outcomes_redelivered),
+                ("pauses restored", self.pauses_restored),
+            )
+            if count
+        ]
+        if self.workers_not_judged:
+            parts.append("workers not judged yet (Redis's data is new)")
+        return ", ".join(parts) or "nothing to fix"
+
+
+# -- the last run, for the console -----------------------------------------------------
+#: Longest failure text kept (a traceback's last line is enough; the scheduler's log has the rest).
+_OUTCOME_MAX = 300
+
+# Stamps the hash with Redis's clock: the console compares it with the same clock.
+_RECORD_RUN_LUA = """
+local now = redis.call("time")
+redis.call("hset", KEYS[1], "at", now[1] .. "." .. string.format("%06d", tonumber(now[2])),
+           "ok", ARGV[1], "outcome", ARGV[2], "duration_s", ARGV[3])
+return 1
+"""
+
+
+def last_run_key(namespace: str) -> str:
+    return f"{namespace}:__reconciler__"
+
+
+@dataclass(frozen=True)
+class ReconcileRun:
+    """The last pass of any scheduler: when (Redis's time, seconds), whether it worked, what it did."""
+
+    at: float
+    ok: bool
+    outcome: str
+    duration_s: float
+
+
+def _record_run(broker: Any, *, ok: bool, outcome: str, duration_s: float) -> None:
+    try:
+        broker.client.eval(
+            _RECORD_RUN_LUA, 1, last_run_key(broker.namespace), "1" if ok else "0", outcome, f"{duration_s:.3f}"
+        )
+    except Exception:  # Redis down: the pass itself has failed or will; the log says so
+        logger.warning("Could not record the reconciler's run in Redis", exc_info=True)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def last_reconcile(broker: Any) -> ReconcileRun | None:
+    """The last recorded pass, or None if no scheduler ran one since Redis's data began."""
+    fields = broker.client.hgetall(last_run_key(broker.namespace))
+    if not fields:
+        return None
+    values = {_text(key): _text(value) for key, value in fields.items()}
+    return ReconcileRun(
+        at=float(values["at"]),
+        ok=values["ok"] == "1",
+        outcome=values["outcome"],
+        duration_s=float(values["duration_s"]),
+    )
+
 
 def _stranded(queue: str, in_flight: set[str], cutoff: datetime) -> set[UUID]:
     """Waiting jobs whose message has sat in a worker's in-flight set since before ``cutoff``.
@@ -142,7 +222,20 @@ def _stranded(queue: str, in_flight: set[str], cutoff: datetime) -> set[UUID]:
 
 
 def reconcile_once() -> ReconcileReport:
+    """One pass (see the module's docstring), recorded in Redis as the last run for the console."""
     broker: Any = dramatiq.get_broker()
+    started = time.monotonic()
+    try:
+        report = _reconcile(broker)
+    except Exception as exc:
+        reason = redact_text(f"{type(exc).__name__}: {exc}".strip())[:_OUTCOME_MAX]
+        _record_run(broker, ok=False, outcome=f"failed: {reason}", duration_s=time.monotonic() - started)
+        raise
+    _record_run(broker, ok=True, outcome=report.summary(), duration_s=time.monotonic() - started)
+    return report
+
+
+def _reconcile(broker: Any) -> ReconcileReport:
     report = ReconcileReport()
     # Job rows carry the database's timestamps: compare them with its clock, not this host's.
     now = database_now()

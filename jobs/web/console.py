@@ -9,6 +9,16 @@ busiest owners (fair dispatch's buckets, ``jobs.worker.fairqueue``), read from R
 The queues' finished-job figures count customer work only; child jobs,
 schedules' jobs, canaries and maintenance have their own "system" section,
 and the units the apps count (emails) theirs.
+
+The page stays live by polling ``live.json`` (the same rows as JSON, charts
+included as their SVG) every ``REFRESH_S`` while it is visible, and updating
+the numbers in place. Polling, not the ``/ws/jobs/`` socket: the socket
+carries job events (a staff subscriber receives every job's, which costs the
+workers' publishing; see docs/architecture.md), while these numbers are
+aggregates (a ``GROUP BY``, Redis depths, roll-ups, presence) that no event
+carries; one small read every few seconds per open console is cheaper than
+recounting on events. Pause and resume answer with an admin message and a
+redirect, whatever happened.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from jobs.core.origin import AuditAction, JobOrigin, Origin, Via
 from jobs.core.queues import UnknownQueue, all_queues
 from jobs.dispatch.fairness import SYSTEM_BUCKET
 from jobs.ops.health import live_workers
+from jobs.ops.reconciler import last_reconcile
 from jobs.ops.stats import (
     CUSTOMER_WORK,
     HOUR,
@@ -58,6 +69,8 @@ VIEW_PERMISSION = "jobs.view_job"
 PAUSE_PERMISSION = CONTROL_PERMISSION
 #: Owners listed per queue, busiest (waiting + running) first.
 BUSIEST_OWNERS = 5
+#: Seconds between two refreshes of an open console (the task's bound: at most 5).
+REFRESH_S = 5
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,62 @@ class QueueRow:
     def failure_rate(self) -> str:
         rate = self.last_24h.failure_rate
         return "—" if rate is None else f"{rate:.1%}"
+
+    def as_json(self) -> dict[str, Any]:
+        """What the page's refresh puts in place: the cells' texts, the workers, the owners and the charts."""
+        return {
+            "name": self.name,
+            "paused": self.paused,
+            "counts": {status: self.counts.get(status, 0) for status in ("queued", "scheduled", "active", "retrying")},
+            "depth": self.depth,
+            "completed_24h": self.last_24h.completed,
+            "failed_24h": self.last_24h.failed,
+            "failure_rate": self.failure_rate,
+            "avg_duration": self.avg_duration,
+            "p95_duration": self.p95_duration,
+            "workers": self.workers,
+            "busiest_owners": [
+                {"bucket": owner.bucket, "name": owner.name, "waiting": owner.waiting, "running": owner.running}
+                for owner in self.busiest_owners
+            ],
+            # Server-rendered SVG, escaped where it is built (jobs.web.charts): the page inserts it as markup.
+            "chart_24h": str(self.chart_24h),
+            "chart_7d": str(self.chart_7d),
+        }
+
+
+@dataclass(frozen=True)
+class ReconcilerView:
+    """The reconciler's last pass as the console shows it."""
+
+    ran: bool
+    ok: bool = False
+    age_s: float | None = None
+    outcome: str = ""
+    duration_s: float = 0.0
+
+    @property
+    def text(self) -> str:
+        if not self.ran:
+            return "no run recorded: is a scheduler (manage.py runscheduler) running?"
+        return f"last run {self.age_s:.0f} s ago, took {self.duration_s:.2f} s: {self.outcome}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ran": self.ran, "ok": self.ok, "text": self.text}
+
+
+def reconciler_view() -> ReconcilerView | None:
+    """The reconciler's last run (``jobs.ops.reconciler``), or None when Redis is unreachable."""
+    try:
+        broker: Any = dramatiq.get_broker()
+        run = last_reconcile(broker)
+        if run is None:
+            return ReconcilerView(ran=False)
+        age_s = max(0.0, broker.clock.now() - run.at)  # both on Redis's clock
+    except redis.RedisError as exc:
+        logger.warning("Queue overview: Redis unreachable: %s", exc)
+        return None
+    return ReconcilerView(ran=True, ok=run.ok, age_s=age_s, outcome=run.outcome, duration_s=run.duration_s)
 
 
 @dataclass(frozen=True)
@@ -246,25 +315,49 @@ def queue_overview(request: HttpRequest) -> HttpResponse:
         "other_work": other_work_rows(now),
         "counters": counter_rows(now),
         "redis_ok": redis_ok,
+        "reconciler": reconciler_view() if redis_ok else None,
         "now": now,
         "may_pause": request.user.has_perm(PAUSE_PERMISSION),
+        "refresh_s": REFRESH_S,
+        "refresh_ms": REFRESH_S * 1000,
     }
     return TemplateResponse(request, "admin/queues.html", context)
+
+
+@require_GET
+def queue_overview_data(request: HttpRequest) -> JsonResponse:
+    """``live.json``: what the open page refreshes, in one read (same permission as the page)."""
+    if not request.user.has_perm(VIEW_PERMISSION):
+        raise PermissionDenied
+    now = timezone.now()
+    rows, redis_ok = queue_rows(now)
+    reconciler = reconciler_view() if redis_ok else None
+    return JsonResponse(
+        {
+            "generated_at": now.isoformat(),
+            "redis_ok": redis_ok,
+            "reconciler": reconciler.as_json() if reconciler is not None else None,
+            "queues": [row.as_json() for row in rows],
+        }
+    )
 
 
 def _set_paused(request: HttpRequest, queue: str, *, pause: bool) -> HttpResponse:
     if not request.user.has_perm(PAUSE_PERMISSION):
         raise PermissionDenied
+    verb = "pause" if pause else "resume"
     try:
         (pause_queue if pause else resume_queue)(queue)
         record_audit(
             AuditAction.PAUSE if pause else AuditAction.RESUME, Origin.of_user(request.user, Via.ADMIN), "queue", queue
         )
     except UnknownQueue:
-        return JsonResponse({"queue": [f"unknown queue {queue!r}"]}, status=404)
+        messages.error(request, f"There is no queue {queue!r}: nothing was changed.")
+        return redirect("admin-queues")
     except redis.RedisError as exc:
-        logger.warning("Could not %s queue %s: Redis unreachable: %s", "pause" if pause else "resume", queue, exc)
-        return JsonResponse({"queue": ["Redis is unreachable; the queue was not changed"]}, status=503)
+        logger.warning("Could not %s queue %s: Redis unreachable: %s", verb, queue, exc)
+        messages.error(request, f"Could not {verb} queue {queue}: Redis is unreachable, the queue was not changed.")
+        return redirect("admin-queues")
     logger.info("Queue %s %s by %s", queue, "paused" if pause else "resumed", request.user)
     if pause:
         messages.warning(request, f"Queue {queue} paused: its jobs wait until you resume it.")
@@ -286,6 +379,7 @@ def resume_queue_view(request: HttpRequest, queue: str) -> HttpResponse:
 #: Included at ``admin/queues/`` ahead of the admin's own URLs (see config/urls.py).
 urlpatterns = [
     path("", admin.site.admin_view(queue_overview), name="admin-queues"),
+    path("live.json", admin.site.admin_view(queue_overview_data), name="admin-queues-data"),
     path("<str:queue>/pause", admin.site.admin_view(pause_queue_view), name="admin-queue-pause"),
     path("<str:queue>/resume", admin.site.admin_view(resume_queue_view), name="admin-queue-resume"),
 ]

@@ -12,6 +12,8 @@ Reusable by any browser test (mark it ``@pytest.mark.browser``):
   cookie (no login form needed), so session-authenticated pages and sockets work.
 * ``production_server``: uvicorn the production way (DEBUG off, manifest static storage,
   a STATIC_ROOT filled by ``collectstatic`` once per session), for tests that look at styling.
+* ``styled_page`` and ``styled_login(page, user)``: ``page`` and ``login`` on ``production_server``,
+  a light 1280 x 900 window, for tests that keep screenshots people look at.
 
 Example::
 
@@ -105,3 +107,26 @@ def production_server(clean_redis: None, transactional_db: None, collected_stati
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def styled_page(browser: Any, production_server: WebServer) -> Iterator[Any]:
+    """A page on ``production_server``: the admin's and the job page's stylesheets apply, as in production."""
+    context = browser.new_context(
+        base_url=production_server.url, color_scheme="light", viewport={"width": 1280, "height": 900}
+    )
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def styled_login(production_server: WebServer) -> Callable[[Any, Any], None]:
+    """``styled_login(page, user)``: ``styled_page``'s context is now signed in as ``user``."""
+
+    def sign_in(page: Any, user: Any) -> None:
+        page.context.add_cookies(
+            [{"name": settings.SESSION_COOKIE_NAME, "value": session_cookie(user), "url": production_server.url}]
+        )
+
+    return sign_in

@@ -1,6 +1,8 @@
 """The console in a real browser: an operator signs in, reads /admin/queues/ and retries a failed job.
 
-Screenshots of the queue overview land in ``var/screenshots/admin-console/`` (overwritten by each run).
+The overview keeps its numbers live without a reload, pausing answers with an admin message,
+and the admin's index lists no dead section. Screenshots of the queue overview land in
+``var/screenshots/admin-console/`` (overwritten by each run).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from django.utils import timezone
 
 from jobs.dispatch.services import build_job, create_jobs
 from jobs.models import Job, JobStatus
+from jobs.ops.reconciler import reconcile_once
 from jobs.ops.stats import roll_up
 from tests.factories import UserFactory
+from tests.jobs.helpers import canary, wait_terminal
 from tests.web_server import session_cookie
 from tests.workers import ROOT
 
@@ -138,3 +142,97 @@ def test_operator_sees_each_queues_cap_and_its_busiest_owners_by_name(production
         _screenshot(page, "queues-thumbnails-section", "#section-thumbnails")
     finally:
         context.close()
+
+
+def _cell(page: Any, queue: str, column: str) -> str:
+    return str(page.text_content(f"#queue-{queue} .{column}")).strip()
+
+
+def _wait_cell(page: Any, queue: str, column: str, condition: str) -> None:
+    """Wait until the cell's text, as ``text``, meets a JavaScript ``condition``: the page's own refresh."""
+    page.wait_for_function(
+        f"(() => {{ const text = document.querySelector('#queue-{queue} .{column}').textContent.trim(); "
+        f"return {condition}; }})()",
+        timeout=WAIT_MS,
+    )
+
+
+def test_the_overview_updates_its_counts_workers_charts_and_reconciler_without_a_reload(
+    pools, styled_page, styled_login
+):
+    # Given an operator looking at the queue overview, with nothing waiting and no worker
+    operator = UserFactory(is_staff=True, is_superuser=True)
+    styled_login(styled_page, operator)
+    styled_page.goto("/admin/queues/")
+    styled_page.wait_for_selector("#queue-table", timeout=WAIT_MS)
+    styled_page.evaluate("window.notReloaded = true")  # gone if the page reloads
+    assert (_cell(styled_page, "maintenance", "count-queued"), _cell(styled_page, "maintenance", "workers")) == (
+        "0",
+        "0",
+    )
+    assert _cell(styled_page, "maintenance", "completed-24h") == "0"
+    assert "no run recorded" in styled_page.text_content("#duty-reconciler")
+
+    # When three jobs are started on the maintenance queue
+    jobs = [canary("maintenance") for _ in range(3)]
+    # Then the waiting count shows them
+    _wait_cell(styled_page, "maintenance", "count-queued", "text === '3'")
+    _screenshot(styled_page, "queues-live-waiting", "#queue-table")
+
+    # When a worker runs them and the scheduler's duties (the statistics roll-up, the reconciler) pass
+    pools("maintenance")
+    for job in jobs:
+        wait_terminal(job)
+    roll_up()
+    reconcile_once()
+
+    # Then, without a reload, nothing waits, the worker is listed, the finished jobs are counted and
+    # drawn, and the reconciler's last run is shown
+    _wait_cell(styled_page, "maintenance", "count-queued", "text === '0'")
+    _wait_cell(styled_page, "maintenance", "workers", "text === '1'")
+    _wait_cell(styled_page, "maintenance", "completed-24h", "Number(text) >= 3")  # the worker's own start canary too
+    styled_page.wait_for_selector("#section-maintenance tr.worker", timeout=WAIT_MS)
+    drawn = styled_page.locator("#section-maintenance .chart-24h svg g.bar rect:not([height='0.0'])")
+    assert drawn.count() >= 1
+    styled_page.wait_for_selector("#duty-reconciler .duty-text:text('last run')", timeout=WAIT_MS)
+    assert styled_page.evaluate("window.notReloaded") is True
+    _screenshot(styled_page, "queues-live-after-run")
+
+
+def test_pausing_and_resuming_a_queue_answer_with_an_admin_message(styled_page, styled_login):
+    # Given an operator on the queue overview
+    styled_login(styled_page, UserFactory(is_staff=True, is_superuser=True))
+    styled_page.goto("/admin/queues/")
+    styled_page.wait_for_selector("#queue-table", timeout=WAIT_MS)
+
+    # When they pause the maintenance queue
+    styled_page.click("#queue-maintenance input[value='Pause queue']")
+
+    # Then the admin says so in its message bar, and the queue shows paused
+    message = styled_page.wait_for_selector(".messagelist li.warning", timeout=WAIT_MS)
+    assert message.text_content() == "Queue maintenance paused: its jobs wait until you resume it."
+    assert _cell(styled_page, "maintenance", "queue-state") == "paused"
+    _screenshot(styled_page, "queues-paused-message")
+
+    # When they resume it, the message says that too
+    styled_page.click("#queue-maintenance input[value='Resume queue']")
+    message = styled_page.wait_for_selector(".messagelist li.success", timeout=WAIT_MS)
+    assert message.text_content() == "Queue maintenance resumed."
+    assert _cell(styled_page, "maintenance", "queue-state") == "running"
+
+
+def test_the_admin_index_lists_no_empty_tasks_or_scheduler_job_pages(styled_page, styled_login):
+    # Given an operator who may see everything
+    styled_login(styled_page, UserFactory(is_staff=True, is_superuser=True))
+    # When they open the admin's index
+    styled_page.goto("/admin/")
+    styled_page.wait_for_selector("#content-main", timeout=WAIT_MS)
+    # Then the jobs are listed, and neither django-dramatiq's tasks nor django-apscheduler's jobs
+    links = [text.strip() for text in styled_page.locator("#content-main th[scope=row] a").all_text_contents()]
+    assert "Jobs" in links and "Schedules" in links
+    for dead in ("Tasks", "Django jobs", "Django job executions"):
+        assert dead not in links
+    sections = styled_page.text_content("#content-main")
+    assert "Django_Dramatiq" not in sections and "Django Dramatiq" not in sections
+    assert "Django APScheduler" not in sections
+    _screenshot(styled_page, "admin-index")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,9 +21,12 @@ from django.utils import timezone
 
 from bench.processes import start_logged
 from bench.processes import stop as stop_process
+from jobs.dispatch import registry
+from jobs.dispatch.registry import JobType, register_job_type
 from jobs.dispatch.services import build_job, create_jobs
 from jobs.models import Job, JobAttempt, JobStatus
 from jobs.models.stats import JobStatsBucket
+from jobs.ops.reconciler import reconcile_once
 from jobs.ops.stats import DURATION_BOUNDS_S, floor_hour, histogram_percentile, queue_summary, roll_up, roll_up_hour
 from jobs.web.admin.jobs import EstimatedCountPaginator
 from jobs.worker.broker import ConveyorRedisBroker
@@ -369,8 +373,9 @@ def test_pause_and_resume_buttons_need_csrf_and_name_a_known_queue(clean_redis):
     assert response.status_code == 302 and paused_queues() == {"maintenance"}
     rows = {row.name: row for row in client.get("/admin/queues/").context["rows"]}
     assert rows["maintenance"].paused is True and rows["thumbnails"].paused is False
-    unknown = client.post("/admin/queues/nope/pause", {"csrfmiddlewaretoken": token})
-    assert unknown.status_code == 404 and "queue" in unknown.json()
+    unknown = client.post("/admin/queues/nope/pause", {"csrfmiddlewaretoken": token}, follow=True)
+    assert unknown.redirect_chain == [("/admin/queues/", 302)]
+    assert _messages(unknown) == [("error", "There is no queue 'nope': nothing was changed.")]
     assert client.get("/admin/queues/maintenance/resume").status_code == 405
     client.post("/admin/queues/maintenance/resume", {"csrfmiddlewaretoken": token})
     assert paused_queues() == set()
@@ -392,8 +397,100 @@ def test_queue_page_still_answers_when_redis_is_down_and_pausing_says_why(admin_
     page = admin_client.get("/admin/queues/")
     assert page.status_code == 200 and "Redis is unreachable" in page.content.decode()
     assert all(row.paused is None and row.depth is None for row in page.context["rows"])
-    response = admin_client.post("/admin/queues/maintenance/pause")
-    assert response.status_code == 503 and "queue" in response.json()
+    response = admin_client.post("/admin/queues/maintenance/pause", follow=True)
+    assert response.redirect_chain == [("/admin/queues/", 302)]
+    assert _messages(response) == [
+        ("error", "Could not pause queue maintenance: Redis is unreachable, the queue was not changed.")
+    ]
+    data = admin_client.get("/admin/queues/live.json").json()
+    assert data["redis_ok"] is False and data["reconciler"] is None
+    assert all(queue["paused"] is None and queue["depth"] is None for queue in data["queues"])
+
+
+def _messages(response: Any) -> list[tuple[str, str]]:
+    """The admin messages a page shows, as (level, text)."""
+    return [(message.level_tag, str(message)) for message in response.context["messages"]]
+
+
+@pytest.mark.django_db
+def test_pausing_and_resuming_answer_with_an_admin_message(admin_client, clean_redis):
+    paused = admin_client.post("/admin/queues/maintenance/pause", follow=True)
+    assert _messages(paused) == [("warning", "Queue maintenance paused: its jobs wait until you resume it.")]
+    resumed = admin_client.post("/admin/queues/maintenance/resume", follow=True)
+    assert _messages(resumed) == [("success", "Queue maintenance resumed.")]
+    assert b"Queue maintenance resumed." in resumed.content
+
+
+@pytest.mark.django_db
+def test_live_data_of_the_queue_page_has_the_numbers_workers_charts_and_the_reconcilers_last_run(
+    admin_client, clean_redis, settings
+):
+    # Given a waiting job, a finished one rolled up, a paused queue and a reconciler pass
+    settings.JOBS_STATS_BACKFILL_HOURS = 3
+    _job(JobStatus.QUEUED)
+    _finished(JobStatus.COMPLETED, timezone.now() - timedelta(minutes=1), 0.3)
+    roll_up()
+    pause_queue("thumbnails")
+    report = reconcile_once()
+    # When the open page asks for its refresh
+    response = admin_client.get("/admin/queues/live.json")
+    # Then it has every queue's numbers, state and charts, and the reconciler's last run
+    assert response.status_code == 200
+    data = response.json()
+    queues = {queue["name"]: queue for queue in data["queues"]}
+    maintenance = queues["maintenance"]
+    assert maintenance["counts"] == {"queued": 1, "scheduled": 0, "active": 0, "retrying": 0}
+    assert (maintenance["completed_24h"], maintenance["failed_24h"], maintenance["avg_duration"]) == (1, 0, "300 ms")
+    assert maintenance["paused"] is False and queues["thumbnails"]["paused"] is True
+    assert maintenance["workers"] == [] and maintenance["busiest_owners"] == []
+    assert maintenance["chart_24h"].startswith('<svg class="throughput-chart"')
+    assert data["redis_ok"] is True
+    assert data["reconciler"]["ran"] is True and data["reconciler"]["ok"] is True
+    assert re.fullmatch(r"last run \d+ s ago, took \d+\.\d\d s: .+", data["reconciler"]["text"])
+    assert data["reconciler"]["text"].endswith(": " + report.summary())
+
+
+@pytest.mark.django_db
+def test_queue_page_says_when_no_reconciler_ran_and_shows_a_failed_pass_with_its_reason(admin_client, clean_redis):
+    # Given no scheduler has run the reconciler yet
+    page = admin_client.get("/admin/queues/")
+    # Then the page says so
+    assert "no run recorded: is a scheduler (manage.py runscheduler) running?" in page.content.decode()
+
+    # Given a domain app's unsettled() that breaks, so that a reconciler pass fails
+    def broken() -> list[str]:
+        raise RuntimeError("unsettled() is broken")
+
+    register_job_type(
+        JobType(
+            name="test-broken-unsettled",
+            queue="maintenance",
+            actor="canary_maintenance",
+            serializer=None,
+            description="test only",
+            unsettled=broken,
+        )
+    )
+    try:
+        with pytest.raises(RuntimeError):
+            reconcile_once()
+    finally:
+        registry._registry.pop("test-broken-unsettled")
+    # When staff open the page
+    page = admin_client.get("/admin/queues/")
+    # Then it shows the failed pass and why, marked as failed
+    reconciler = page.context["reconciler"]
+    assert (reconciler.ran, reconciler.ok) == (True, False)
+    assert reconciler.outcome == "failed: RuntimeError: unsettled() is broken"
+    assert 'class="duty-text duty-failed"' in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_live_data_of_the_queue_page_is_for_those_who_may_see_the_page(clean_redis):
+    assert Client().get("/admin/queues/live.json").status_code == 302  # to the admin's login
+    staff = Client()
+    staff.force_login(UserFactory(is_staff=True))
+    assert staff.get("/admin/queues/live.json").status_code == 403
 
 
 # -- pausing with real workers --------------------------------------------------------------------

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
 
-import dramatiq
 import pytest
 from django.conf import settings
 from django.contrib import admin
@@ -339,8 +338,6 @@ def _admin_rows(world: World) -> dict[type, Any]:
     from axes.models import AccessAttempt, AccessFailureLog, AccessLog
     from django.contrib.auth.models import Group
     from django.utils import timezone
-    from django_apscheduler.models import DjangoJob, DjangoJobExecution
-    from django_dramatiq.models import Task
     from knox.models import AuthToken
 
     from jobs.models import Job
@@ -351,8 +348,6 @@ def _admin_rows(world: World) -> dict[type, Any]:
 
     campaign = _draft_campaign(world)
     schedule = Schedule.objects.create(name="proof", interval_seconds=60, job_type="cleanup")
-    message: Any = dramatiq.Message(queue_name="maintenance", actor_name="canary", args=(), kwargs={}, options={})
-    apscheduler_job = DjangoJob.objects.create(id="proof", next_run_time=None, job_state=b"")
     rows: dict[type, Any] = {
         Job: world.user_a.queued_job,
         Export: world.user_a.export,
@@ -372,11 +367,6 @@ def _admin_rows(world: World) -> dict[type, Any]:
         ),
         Schedule: schedule,
         ScheduleFire: ScheduleFire.objects.create(schedule=schedule, fire_time=timezone.now(), outcome="enqueued"),
-        DjangoJob: apscheduler_job,
-        DjangoJobExecution: DjangoJobExecution.objects.create(
-            job=apscheduler_job, status="Executed", run_time=timezone.now()
-        ),
-        Task: Task.tasks.create(id=message.message_id, message_data=message.encode(), actor_name="canary"),
         Alert: Alert.objects.create(rule="backlog", subject="maintenance", summary="proof"),
         AuditEvent: AuditEvent.objects.create(
             action="pause", via="command", target_type="queue", target_id="maintenance"

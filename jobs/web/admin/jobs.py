@@ -15,8 +15,8 @@ from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db import connection, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import Resolver404, resolve, reverse
+from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, URLPattern, resolve, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
@@ -28,6 +28,7 @@ from jobs.dispatch.registry import job_types
 from jobs.dispatch.services import cancel_job, retry_job
 from jobs.models import ACTIVE_STATUSES, RETRYABLE_STATUSES, TERMINAL_STATUSES, Job, JobAttempt
 from jobs.web.admin.badges import job_status_badge
+from jobs.web.admin.rerun import RerunAdminMixin
 
 #: Children listed on a parent's page; the rest are one click away in the filtered list.
 CHILDREN_SHOWN = 20
@@ -108,7 +109,7 @@ class JobAttemptInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class JobAdmin(RerunAdminMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["id", "type", "queue", "status_badge", "progress", "attempts", "owner", "created_at"]
     list_filter = [
         "status",
@@ -126,13 +127,13 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     inlines = [JobAttemptInline]
-    actions = ["retry_jobs", "cancel_jobs", "delete_jobs"]
+    actions = ["retry_jobs", "cancel_jobs", "rerun_jobs", "delete_jobs"]
     fieldsets = [
         (None, {"fields": ["id", "type", "queue", "actor", "owner", "priority", "status_badge"]}),
         ("Progress", {"fields": ["progress_bar", "live_progress", "progress_block", "estimated_duration_s"]}),
         ("Input and output", {"fields": ["arguments_block", "result_block"]}),
         ("Error", {"fields": ["error_message", "traceback_block"]}),
-        ("Family", {"fields": ["parent_link", "children_links"]}),
+        ("Family", {"fields": ["parent_link", "children_links", "rerun_of_link", "reruns_links"]}),
         (
             "Attempts and times",
             {
@@ -213,7 +214,7 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return "—"
         return format_html(
             '<a href="{}" target="_blank">open the live page</a><br>'
-            '<iframe src="{}" title="live progress" style="width:100%;max-width:640px;height:140px;border:0"></iframe>',
+            '<iframe src="{}" title="live progress" style="width:100%;max-width:640px;height:300px;border:0"></iframe>',
             url,
             url,
         )
@@ -304,6 +305,16 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def _report(self, request: HttpRequest, text: str, done: int) -> None:
         self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
+
+    # -- run again: the action is rerun_jobs; its button and links are jobs.web.admin.rerun's ----------
+    def get_urls(self) -> list[URLPattern]:
+        return self.rerun_urls() + super().get_urls()
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        context = {**(extra_context or {}), **self.rerun_context(request, object_id)}
+        return super().change_view(request, object_id, form_url, context)
 
 
 # Schedules and their fires (recurring jobs).
