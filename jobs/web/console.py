@@ -33,6 +33,7 @@ from jobs.core.origin import AuditAction, Origin, Via
 from jobs.core.queues import UnknownQueue, all_queues
 from jobs.dispatch.fairness import SYSTEM_BUCKET
 from jobs.ops.health import live_workers
+from jobs.ops.scheduling.presence import scheduler_entries
 from jobs.ops.stats import HOUR, Totals, live_counts, throughput_series, totals_by_queue
 from jobs.state.audit import record_audit
 from jobs.web.charts import throughput_chart
@@ -178,6 +179,15 @@ def queue_rows(now: datetime) -> tuple[list[QueueRow], bool]:
     return rows, True
 
 
+def scheduler_rows() -> list[dict[str, Any]] | None:
+    """The scheduler processes (host, pid, last beat, live), newest beat first; None when Redis is unreachable."""
+    try:
+        return scheduler_entries()
+    except redis.RedisError as exc:
+        logger.warning("Queue overview: scheduler presence unreadable: %s", exc)
+        return None
+
+
 @require_GET
 def queue_overview(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm(VIEW_PERMISSION):
@@ -185,6 +195,7 @@ def queue_overview(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     rows, redis_ok = queue_rows(now)
     context = {
+        "schedulers": scheduler_rows() if redis_ok else None,
         **admin.site.each_context(request),
         "title": "Queues",
         "rows": rows,
