@@ -18,6 +18,7 @@ from django_apscheduler.models import DjangoJob
 from rest_framework.test import APIClient
 
 from jobs.core.presence import read_entries, said_goodbye
+from jobs.dispatch.canaries import send_canaries
 from jobs.models import Job
 from jobs.models.alert import Alert
 from jobs.models.schedule import FireOutcome, Schedule, ScheduleFire
@@ -116,8 +117,10 @@ def test_a_killed_worker_pages_while_slack_is_down_and_a_cleanly_stopped_one_pag
     # Then the on-call engineer is paged for the killed one, although Slack is down
     wait_for(lambda: _pages(webhook, "worker_offline"), 60, 0.2, "the page")
     assert webhook.texts("/slack") == []
-    # And once both have been gone past the limit and the rule measured again, still only for that one
+    # And once both have been gone past the limit and the rule measured twice more, still only for that one
     wait_for(lambda: _evaluated_after("worker_offline", gone_at + GONE_AFTER_S), 60, 0.2, "a later evaluation")
+    measured_at = float(_broker().clock.now())
+    wait_for(lambda: _evaluated_after("worker_offline", measured_at), 60, 0.2, "another evaluation")
     pages = _pages(webhook, "worker_offline")
     assert [page["event"] for page in pages] == ["fired"]
     assert f":{killed.pid} " in pages[0]["subject"] and killed.id[:8] in pages[0]["subject"]
@@ -133,13 +136,23 @@ def test_a_killed_worker_pages_while_slack_is_down_and_a_cleanly_stopped_one_pag
 
 @pytest.mark.slow
 def test_two_schedulers_one_killed_the_other_fires_each_schedule_and_each_alert_once(pools, schedulers, webhook):
-    # Given a schedule firing every 2 seconds, a worker for its jobs, an alert that holds throughout
-    # (Redis memory over a threshold of 0) and two schedulers evaluating every half second
+    # Given a schedule firing every 2 seconds, a worker for its jobs, two alerts that hold throughout
+    # (Redis memory over a threshold of 0; a backlog of 3 on a queue nobody serves, to be held 2 s)
+    # and two schedulers evaluating every half second
     pools("maintenance")
     schedule = _canary_schedule()
-    env = alert_env(webhook, ALERT_REDIS_MEMORY_THRESHOLD="0", ALERT_REDIS_MEMORY_FOR_S="0")
+    for _ in range(3):
+        send_canaries(["csv-export"])
+    env = alert_env(
+        webhook,
+        ALERT_REDIS_MEMORY_THRESHOLD="0",
+        ALERT_REDIS_MEMORY_FOR_S="0",
+        ALERT_BACKLOG_THRESHOLD="2",
+        ALERT_BACKLOG_FOR_S="2",
+    )
     first, second = schedulers("a", duties=True, env=env), schedulers("b", duties=True, env=env)
     wait_for(lambda: _slack(webhook, "Redis memory"), 60, 0.2, "the Redis memory alert")
+    wait_for(lambda: _slack(webhook, "Queue backlog"), 60, 0.2, "the sustained backlog alert")
     wait_for(lambda: len(_fires(schedule)) >= 3, 60, 0.2, "three fires")
 
     # When one is killed (-9: no goodbye)
@@ -157,6 +170,8 @@ def test_two_schedulers_one_killed_the_other_fires_each_schedule_and_each_alert_
 
     # Each alert fired once, though two schedulers evaluated it
     assert len(_slack(webhook, "Redis memory")) == 1
+    [backlog] = _slack(webhook, "Queue backlog")
+    assert "csv-export" in backlog
     [down] = _slack(webhook, "Scheduler down")
     assert f":{first.proc.pid} " in down
     assert Alert.objects.filter(rule="scheduler_down").count() == 1
