@@ -289,7 +289,9 @@ def test_a_backlog_spike_that_falls_back_before_its_duration_never_fires(slack, 
     assert _messages(slack, "Queue backlog") == ([], [])
 
 
-def test_a_backlog_not_seen_for_longer_than_the_evaluations_gap_starts_its_duration_again(slack, settings, db):
+def test_a_backlog_not_seen_for_longer_than_the_evaluations_gap_starts_its_duration_again(
+    slack, settings, transactional_db
+):
     # Given a backlog breach seen pending for long enough to fire...
     settings.ALERT_BACKLOG_THRESHOLD = 0
     settings.ALERT_BACKLOG_FOR_S = 600
