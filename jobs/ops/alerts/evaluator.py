@@ -144,8 +144,11 @@ def _send_channel(channel: str, evaluation: Evaluation) -> None:
 
 
 def send_owed_notices(evaluation: Evaluation) -> None:
-    """Each channel on its own: Slack answering 500 holds back no page, and the reverse."""
-    for channel in (Channel.SLACK, Channel.PAGER):
+    """Each channel on its own: Slack answering 500 holds back no page, and the reverse.
+
+    The pager goes first: a Slack that times out on every try must not delay waking someone up.
+    """
+    for channel in (Channel.PAGER, Channel.SLACK):
         try:
             _send_channel(channel, evaluation)
         except Exception:
