@@ -432,6 +432,10 @@ SCHEDULER_REFRESH_S = env_float("SCHEDULER_REFRESH_S", 15.0)
 SCHEDULER_MISFIRE_GRACE_S = env_int("SCHEDULER_MISFIRE_GRACE_S", 3600)
 # Threads that claim and enqueue fires in each scheduler process (each holds a DB connection).
 SCHEDULER_THREADS = env_int("SCHEDULER_THREADS", 2)
+# Each scheduler process beats in Redis this often; /workers/health counts it live while its last
+# beat is younger than SCHEDULER_ALIVE_HEARTBEAT_S (and answers 503 when none is).
+SCHEDULER_HEARTBEAT_INTERVAL_S = env_float("SCHEDULER_HEARTBEAT_INTERVAL_S", 5.0)
+SCHEDULER_ALIVE_HEARTBEAT_S = env_float("SCHEDULER_ALIVE_HEARTBEAT_S", 30.0)
 # The monthly cleanup deletes completed, failed and cancelled jobs finished this many days ago.
 JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30)
 # Job ids per DELETE in the cleanup (attempts cascade).
@@ -472,6 +476,13 @@ ALERT_FAILURE_RATE_WINDOW_S = env_float("ALERT_FAILURE_RATE_WINDOW_S", 3600)
 ALERT_FAILURE_RATE_MIN_JOBS = env_int("ALERT_FAILURE_RATE_MIN_JOBS", 20)
 ALERT_NO_WORKER_THRESHOLD = env_float("ALERT_NO_WORKER_THRESHOLD", 1)
 ALERT_NO_WORKER_FOR_S = env_float("ALERT_NO_WORKER_FOR_S", 300)
+# A worker (or scheduler) process silent this many seconds, without the goodbye of a clean stop.
+ALERT_WORKER_OFFLINE_THRESHOLD = env_float("ALERT_WORKER_OFFLINE_THRESHOLD", 300)
+ALERT_WORKER_OFFLINE_FOR_S = env_float("ALERT_WORKER_OFFLINE_FOR_S", 0)
+ALERT_SCHEDULER_DOWN_THRESHOLD = env_float("ALERT_SCHEDULER_DOWN_THRESHOLD", 300)
+ALERT_SCHEDULER_DOWN_FOR_S = env_float("ALERT_SCHEDULER_DOWN_FOR_S", 0)
+# Presence entries (and goodbyes) of processes silent this long are forgotten; their alerts resolve.
+PRESENCE_FORGET_S = env_float("PRESENCE_FORGET_S", 86400)
 ALERT_REDIS_MEMORY_THRESHOLD = env_float("ALERT_REDIS_MEMORY_THRESHOLD", 0.8)
 ALERT_REDIS_MEMORY_FOR_S = env_float("ALERT_REDIS_MEMORY_FOR_S", 0)
 ALERT_OCR_DURATION_THRESHOLD = env_float("ALERT_OCR_DURATION_THRESHOLD", 600)
@@ -480,6 +491,7 @@ ALERT_EMAIL_RATE_THRESHOLD = env_float("ALERT_EMAIL_RATE_THRESHOLD", 80)
 ALERT_EMAIL_RATE_FOR_S = env_float("ALERT_EMAIL_RATE_FOR_S", 300)
 ALERT_EXPORT_TIMEOUT_THRESHOLD = env_float("ALERT_EXPORT_TIMEOUT_THRESHOLD", 1)
 ALERT_EXPORT_TIMEOUT_FOR_S = env_float("ALERT_EXPORT_TIMEOUT_FOR_S", 0)
+# Seconds one document's thumbnails may take (its own child job's run, not the batch's).
 ALERT_THUMBNAILS_DURATION_THRESHOLD = env_float("ALERT_THUMBNAILS_DURATION_THRESHOLD", 120)
 ALERT_THUMBNAILS_DURATION_FOR_S = env_float("ALERT_THUMBNAILS_DURATION_FOR_S", 0)
 # Rules about single jobs (slow OCR, slow thumbnails, exports timed out) look back this far:

@@ -23,6 +23,8 @@ _TEST_DEFAULTS = {
     "JOBS_PROGRESS_MIN_INTERVAL_S": "0.05",
     "JOBS_WATCHDOG_INTERVAL_S": "0.1",
     "CONN_MAX_AGE": "0",
+    "SCHEDULER_HEARTBEAT_INTERVAL_S": "0.5",
+    "SCHEDULER_ALIVE_HEARTBEAT_S": "3",
     # The suite signs in and starts jobs far faster than a person; tests/security/test_throttling.py
     # starts its server with the production rates.
     "THROTTLE_LOGIN_ADDRESS": "off",

@@ -235,8 +235,10 @@ case "$target" in
         ;;
     test)
         # chromium drives the browser tests; docker-compose validates docker/;
-        # faketime runs the clock-skew test's workers minutes off (tests/faults/test_clock_skew.py).
-        ensure_debs redis-server tesseract-ocr tesseract-ocr-eng poppler-utils chromium docker-compose faketime
+        # faketime runs the clock-skew test's workers minutes off (tests/faults/test_clock_skew.py);
+        # prometheus brings promtool, which checks docker/prometheus/ (tests/test_prometheus_rules.py).
+        ensure_debs redis-server tesseract-ocr tesseract-ocr-eng poppler-utils chromium docker-compose faketime \
+            prometheus
         if uses_postgres && ! postgres_installed && ! pg_ready; then
             ensure_debs postgresql
         fi

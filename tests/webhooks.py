@@ -20,12 +20,16 @@ class Received:
 
 
 class WebhookReceiver:
-    """Records every POST; answers 500 to the next ``fail_next`` ones (a webhook that is down)."""
+    """Records every POST; answers 500 to the next ``fail_next`` ones, and to every one on ``down_paths``.
+
+    ``down_paths`` is one webhook down for as long as the test says (Slack down, the pager up).
+    """
 
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.failed = 0
         self.fail_next = 0
+        self.down_paths: set[str] = set()
         self._lock = threading.Lock()
         receiver = self
 
@@ -35,9 +39,11 @@ class WebhookReceiver:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 with receiver._lock:
-                    failing = receiver.fail_next > 0
-                    if failing:
+                    down = self.path in receiver.down_paths
+                    failing = down or receiver.fail_next > 0
+                    if failing and not down:
                         receiver.fail_next -= 1
+                    if failing:
                         receiver.failed += 1
                     else:
                         receiver.received.append(Received(self.path, body))

@@ -15,6 +15,11 @@ A process whose presence thread still runs but whose consumer is stuck fails
 the second test. The canary test is per queue: any worker's pickup proves
 the queue's consumers.
 
+The report also lists the scheduler processes (``schedulers``: each one's
+host, pid, last beat, live or not; see ``jobs.ops.scheduling.presence``)
+and is not ok when none is live: the alerts run inside the schedulers, so
+with none running only an outside prober polling this endpoint can tell.
+
 Neither test reads this host's clock: heartbeats are compared in Redis's time
 (``broker.clock``, which stamps them), job timestamps in the database's
 (``database_now``), so a web host whose clock is off judges like any other.
@@ -36,6 +41,7 @@ from django.utils import timezone
 from jobs.core.clock import database_now
 from jobs.core.queues import queue_names
 from jobs.models import Job, JobStatus
+from jobs.ops.scheduling.presence import scheduler_entries
 from jobs.worker.middleware.presence import workers_key
 from jobs.worker.pausing import paused_queues
 
@@ -147,15 +153,18 @@ def _database_reachable() -> bool:
 
 
 def health_report() -> tuple[bool, dict[str, Any]]:
-    """(ok, report). Not ok when Redis or the database is unreachable or a queue has no live worker."""
+    """(ok, report). Not ok when Redis or the database is unreachable, a queue has no live worker or no
+    scheduler is live (``schedulers.ok`` false)."""
     report: dict[str, Any] = {"redis": "ok", "database": "ok", "queues": {}}
     database_ok = _database_reachable()
     if not database_ok:
         report["database"] = "unreachable"
     workers: list[dict[str, Any]] = []
     depths: dict[str, int] = {}
+    schedulers: list[dict[str, Any]] = []
     try:
         depths = queue_depths()
+        schedulers = scheduler_entries()
         if database_ok:
             workers = live_workers()
     except Exception as exc:
@@ -166,7 +175,9 @@ def health_report() -> tuple[bool, dict[str, Any]]:
     if database_ok:
         oldest = oldest_waiting_s()
         latency = last_canary_latency_ms()
-    ok = database_ok and report["redis"] == "ok"
+    live_schedulers = sum(1 for scheduler in schedulers if scheduler["live"])
+    report["schedulers"] = {"ok": live_schedulers > 0, "live": live_schedulers, "processes": schedulers}
+    ok = database_ok and report["redis"] == "ok" and live_schedulers > 0
     for queue in queue_names():
         live = [worker for worker in workers if queue in worker.get("queues", [])]
         ok = ok and bool(live)

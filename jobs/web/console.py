@@ -47,6 +47,7 @@ from jobs.core.queues import UnknownQueue, all_queues
 from jobs.dispatch.fairness import SYSTEM_BUCKET
 from jobs.ops.health import live_workers
 from jobs.ops.reconciler import last_reconcile
+from jobs.ops.scheduling.presence import scheduler_entries
 from jobs.ops.stats import (
     CUSTOMER_WORK,
     HOUR,
@@ -302,6 +303,15 @@ def queue_rows(now: datetime) -> tuple[list[QueueRow], bool]:
     return rows, True
 
 
+def scheduler_rows() -> list[dict[str, Any]] | None:
+    """The scheduler processes (host, pid, last beat, live), newest beat first; None when Redis is unreachable."""
+    try:
+        return scheduler_entries()
+    except redis.RedisError as exc:
+        logger.warning("Queue overview: scheduler presence unreadable: %s", exc)
+        return None
+
+
 @require_GET
 def queue_overview(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm(VIEW_PERMISSION):
@@ -309,6 +319,7 @@ def queue_overview(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     rows, redis_ok = queue_rows(now)
     context = {
+        "schedulers": scheduler_rows() if redis_ok else None,
         **admin.site.each_context(request),
         "title": "Queues",
         "rows": rows,

@@ -17,6 +17,7 @@ from jobs.dispatch.canaries import send_canaries
 from jobs.models import Job, JobStatus
 from jobs.models.alert import Alert, AlertStatus
 from jobs.ops.alerts.evaluator import evaluate_alerts
+from jobs.ops.alerts.rules import all_rules
 from tests.campaigns.helpers import campaign_for, users
 from tests.webhooks import WebhookReceiver
 from tests.workers import wait_for
@@ -30,6 +31,8 @@ RULE_DURATIONS = [
     "EMAIL_RATE",
     "EXPORT_TIMEOUT",
     "THUMBNAILS_DURATION",
+    "WORKER_OFFLINE",
+    "SCHEDULER_DOWN",
 ]
 
 
@@ -199,25 +202,128 @@ def test_export_timeout_alert_fires_for_an_export_ended_by_its_time_limit(slack,
     _assert_resolved_once(slack, "Export timed out")
 
 
-def test_slow_thumbnails_alert_counts_from_request_to_done(slack, db):
+def test_slow_thumbnails_alert_times_each_document_not_the_batch(slack, db):
     now = timezone.now()
-    # Requested three minutes ago, still waiting for a worker
-    job = _job("thumbnails", "thumbnails", JobStatus.QUEUED, created_at=now - timedelta(minutes=3))
+    # A batch requested three minutes ago, still running, each of its documents quick so far
+    batch = _job("thumbnails", "thumbnails", JobStatus.ACTIVE, created_at=now - timedelta(minutes=3), started_at=now)
+    _job(
+        "thumbnails-document",
+        "thumbnails",
+        JobStatus.COMPLETED,
+        arguments={"document_id": "quick-one"},
+        started_at=now - timedelta(seconds=20),
+        finished_at=now - timedelta(seconds=15),
+    )
+    _evaluate()
+    # The batch's length alone fires nothing
+    assert _messages(slack, "Slow thumbnails") == ([], [])
+    # One of its documents has been rendering for three minutes
+    slow = _job(
+        "thumbnails-document",
+        "thumbnails",
+        JobStatus.ACTIVE,
+        arguments={"document_id": "slow-one"},
+        started_at=now - timedelta(minutes=3),
+    )
     _evaluate()
     _assert_fired_once(slack, "Slow thumbnails")
-    # Done long ago: out of the lookback window
-    Job.objects.filter(pk=job.pk).update(
-        status=JobStatus.COMPLETED,
-        created_at=now - timedelta(hours=2),
-        started_at=now - timedelta(hours=2),
-        finished_at=now - timedelta(hours=1),
+    fired = _messages(slack, "Slow thumbnails")[0][0]
+    assert "document slow-one" in fired and "quick-one" not in fired, fired
+    # It finished long ago: out of the lookback window, the alert resolves
+    Job.objects.filter(pk=slow.pk).update(
+        status=JobStatus.COMPLETED, started_at=now - timedelta(hours=2), finished_at=now - timedelta(hours=1)
     )
+    Job.objects.filter(pk=batch.pk).update(status=JobStatus.COMPLETED, finished_at=now)
     _evaluate()
     _assert_resolved_once(slack, "Slow thumbnails")
 
 
+def test_the_pager_is_paged_while_slack_answers_500_and_slack_is_told_once_it_is_back(slack, settings, db):
+    # Given Slack down (500 to every post) and a paging rule breached: no worker on any queue
+    slack.down_paths.add("/slack")
+    _evaluate()
+    # Then the on-call engineer is paged at once, once per alert, though no Slack post went through
+    pages = [post.json() for post in slack.posts("/pager")]
+    assert pages and {page["event"] for page in pages} == {"fired"}
+    assert len(pages) == len({page["subject"] for page in pages}) == Alert.objects.filter(rule="no_worker").count()
+    assert slack.texts("/slack") == []
+    assert Alert.objects.filter(rule="no_worker", page_sent_at__isnull=False, fire_sent_at__isnull=True).count() == len(
+        pages
+    )
+    # When Slack is back
+    slack.down_paths.clear()
+    _evaluate()
+    # Then Slack gets each message once, and nobody is paged a second time
+    _assert_fired_once(slack, "No live worker", "maintenance")
+    assert len(slack.posts("/pager")) == len(pages)
+
+
+def test_slack_is_told_while_the_pager_answers_500(slack, settings, db):
+    slack.down_paths.add("/pager")
+    _evaluate()
+    _assert_fired_once(slack, "No live worker", "maintenance")
+    assert slack.posts("/pager") == []
+    assert Alert.objects.filter(rule="no_worker", page_failures__gt=0).exists()
+    slack.down_paths.clear()
+    _evaluate()
+    pages = [post.json() for post in slack.posts("/pager") if post.json()["subject"] == "maintenance"]
+    assert [page["event"] for page in pages] == ["fired"]
+
+
+@pytest.mark.slow
+def test_a_backlog_spike_that_falls_back_before_its_duration_never_fires(slack, settings, pools):
+    # Given a backlog rule that wants the breach held for an hour
+    settings.ALERT_BACKLOG_THRESHOLD = 2
+    settings.ALERT_BACKLOG_FOR_S = 3600
+    for _ in range(3):
+        send_canaries(["thumbnails"])
+    _evaluate(1)
+    spike = Alert.objects.get(rule="backlog", subject="thumbnails")
+    assert spike.status == AlertStatus.PENDING
+    # When a worker drains the queue before the duration is up, and an evaluation sees it under
+    pools("thumbnails", threads=2)
+    wait_for(lambda: Job.objects.filter(queue="thumbnails", status=JobStatus.COMPLETED).count() >= 4, 60)
+    _evaluate(1)
+    # Then the pending breach is gone: a later breach counts its duration from its own start
+    assert not Alert.objects.filter(rule="backlog").exists()
+    assert _messages(slack, "Queue backlog") == ([], [])
+
+
+def test_a_backlog_not_seen_for_longer_than_the_evaluations_gap_starts_its_duration_again(
+    slack, settings, transactional_db
+):
+    # Given a backlog breach seen pending for long enough to fire...
+    settings.ALERT_BACKLOG_THRESHOLD = 0
+    settings.ALERT_BACKLOG_FOR_S = 600
+    settings.ALERTS_EVALUATE_INTERVAL_S = 60
+    send_canaries(["csv-export"])
+    _evaluate(1)
+    long_ago = timezone.now() - timedelta(minutes=11)
+    # ...but by two samples eleven minutes apart: no evaluation looked in between (every scheduler was down)
+    Alert.objects.filter(rule="backlog").update(since=long_ago, updated_at=long_ago)
+    _evaluate(1)
+    # Then it does not fire: its duration starts again from this sample
+    alert = Alert.objects.get(rule="backlog", subject="csv-export")
+    assert alert.status == AlertStatus.PENDING and alert.since > long_ago + timedelta(minutes=10)
+    assert _messages(slack, "Queue backlog") == ([], [])
+    # Whereas sampled all along (the last sample a minute ago), the same breach fires
+    minute_ago = timezone.now() - timedelta(minutes=1)
+    Alert.objects.filter(rule="backlog").update(since=long_ago, updated_at=minute_ago)
+    _evaluate(1)
+    _assert_fired_once(slack, "Queue backlog", "csv-export")
+
+
+def test_each_rule_is_measured_once_per_window_by_whichever_scheduler_claims_it(slack, settings, db):
+    settings.ALERTS_EVALUATE_INTERVAL_S = 10**9  # one window for the whole test
+    first = evaluate_alerts(once_per_window=True)
+    second = evaluate_alerts(once_per_window=True)
+    assert first.claimed_elsewhere == [] and "backlog" in second.claimed_elsewhere
+    assert sorted(second.claimed_elsewhere) == sorted(rule.key for rule in all_rules())
+
+
 def test_a_failing_webhook_is_retried_and_never_breaks_the_evaluator(slack, settings, db):
     settings.ALERT_REDIS_MEMORY_THRESHOLD = 0.0
+    settings.PAGER_WEBHOOK_URL = ""  # Slack alone here (the pager, posted first, has its own tests)
     # Slack answers 500 to every try of the first evaluation
     slack.fail_next = settings.ALERT_WEBHOOK_ATTEMPTS
     evaluation = evaluate_alerts()

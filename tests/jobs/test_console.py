@@ -520,3 +520,33 @@ def test_a_paused_queue_keeps_its_jobs_until_resumed(pools):
     # When the queue is resumed, its job runs
     resume_queue("maintenance")
     assert wait_terminal(waiting).status == JobStatus.COMPLETED
+
+
+# -- schedulers on /admin/queues/ ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_queue_overview_lists_each_scheduler_with_its_host_pid_last_beat_and_state(
+    admin_client, transactional_db, clean_redis
+):
+    from jobs.web.console import scheduler_rows
+    from tests.jobs.test_scheduling import SchedulerRun
+
+    # Given two scheduler processes, one of which is then killed
+    live, killed = SchedulerRun("console-live").start(), SchedulerRun("console-killed").start()
+    try:
+        assert live.proc is not None and killed.proc is not None
+        wait_for(lambda: len(scheduler_rows() or []) == 2, what="both schedulers to beat")
+        killed.kill()
+        wait_for(lambda: [row["live"] for row in scheduler_rows() or []] == [True, False], 30, what="one down")
+        # When staff open the queue overview
+        page = admin_client.get("/admin/queues/").content.decode()
+    finally:
+        live.stop()
+    # Then its schedulers block shows each one: host, pid, last beat and live or down
+    block = page[page.index('id="schedulers"') :]
+    block = block[: block.index("</table>")]
+    rows = block.split('<tr class="scheduler ')[1:]
+    assert [row.split('"', 1)[0] for row in rows] == ["live", "down"]
+    assert f"<td>{live.proc.pid}</td>" in rows[0] and f"<td>{killed.proc.pid}</td>" in rows[1]
+    assert all(f"<td>{os.uname().nodename}</td>" in row and " s ago</td>" in row for row in rows)

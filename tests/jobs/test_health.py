@@ -1,4 +1,4 @@
-"""``/workers/health``: public, per queue, 503 when a queue has no live worker."""
+"""``/workers/health``: public, per queue, 503 when a queue has no live worker or no scheduler is live."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from jobs.ops.health import _presence_entries, live_workers
 from jobs.state import transitions
 from jobs.worker.pausing import pause_queue, resume_queue
 from tests.jobs.helpers import canary, wait_status, wait_terminal
+from tests.jobs.test_scheduling import SchedulerRun
 from tests.workers import wait_for
 
 
@@ -23,25 +24,37 @@ def _queue_ok(queue: str) -> bool:
 
 
 @pytest.mark.slow
-def test_health_is_503_until_every_queue_has_a_worker_and_200_after(pools):
+def test_health_is_503_until_every_queue_has_a_worker_and_a_scheduler_runs_and_200_after(pools):
     client = APIClient()  # anonymous: the endpoint is public
     status, body = _health(client)
     assert status == 503
     assert body["queues"]["maintenance"]["live_workers"] == 0
+    assert body["schedulers"] == {"ok": False, "live": 0, "processes": []}
     started = [pools(queue, threads=1) for queue in body["queues"]]
-    wait_for(lambda: _health(client)[0] == 200, timeout=30, what="every queue to report a live worker")
-    assert wait_terminal(canary()).status == JobStatus.COMPLETED
+    wait_for(lambda: all(queue["ok"] for queue in _health(client)[1]["queues"].values()), 30, what="live workers")
+    # Every queue is served, but no scheduler runs: still 503
+    assert _health(client)[0] == 503
+    scheduler = SchedulerRun("health").start()
+    try:
+        wait_for(lambda: _health(client)[0] == 200, timeout=30, what="the scheduler to be reported")
+        assert _health(client)[1]["schedulers"]["processes"][0]["pid"] == scheduler.proc.pid  # type: ignore[union-attr]
+        assert wait_terminal(canary()).status == JobStatus.COMPLETED
+        status, body = _health(client)
+        assert body["ok"] is True and body["redis"] == "ok" and body["database"] == "ok"
+        assert body["queues"]["maintenance"]["last_canary_latency_ms"] is not None
+        # When the only worker of a queue stops, health turns 503 again
+        stopped = started[0]
+        stopped.stop()
+        wait_for(lambda: _health(client)[0] == 503, timeout=30, what="the stopped queue to be reported")
+        assert _health(client)[1]["queues"][stopped.queue]["live_workers"] == 0
+        # And back to 200 when it returns (its start-up canary proves it consuming)
+        pools(stopped.queue, threads=1)
+        wait_for(lambda: _health(client)[0] == 200, timeout=30, what="the returned worker to be reported")
+    finally:
+        # And 503 once the scheduler has stopped (cleanly: it is no longer listed)
+        assert scheduler.stop() == 0
     status, body = _health(client)
-    assert body["ok"] is True and body["redis"] == "ok" and body["database"] == "ok"
-    assert body["queues"]["maintenance"]["last_canary_latency_ms"] is not None
-    # When the only worker of a queue stops, health turns 503 again
-    stopped = started[0]
-    stopped.stop()
-    wait_for(lambda: _health(client)[0] == 503, timeout=30, what="the stopped queue to be reported")
-    assert _health(client)[1]["queues"][stopped.queue]["live_workers"] == 0
-    # And back to 200 when it returns (its start-up canary proves it consuming)
-    pools(stopped.queue, threads=1)
-    wait_for(lambda: _health(client)[0] == 200, timeout=30, what="the returned worker to be reported")
+    assert status == 503 and body["schedulers"] == {"ok": False, "live": 0, "processes": []}
 
 
 @pytest.mark.slow

@@ -31,21 +31,30 @@ INTERVAL_S = 2
 
 
 class SchedulerRun:
-    """One ``runscheduler`` process (no reconciler), re-reading schedules every second."""
+    """One ``runscheduler`` process re-reading schedules every second; with ``duties``, its
+    reconciler, alerts and statistics run too (``env`` sets their timings)."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, *, duties: bool = False, env: dict[str, str] | None = None):
         self.log_path = ROOT / "var" / f"test-scheduler-{label}-{os.getpid()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.launched_at = timezone.now()
+        self.duties = duties
+        self.env = env or {}
 
     def start(self) -> SchedulerRun:
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test", "DATABASE_URL": database_url()}
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings_test",
+            "DATABASE_URL": database_url(),
+            **self.env,
+        }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.write_bytes(b"")
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.launched_at = timezone.now()
+        duties = [] if self.duties else ["--no-default-duties"]
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runscheduler", "--no-default-duties", "--refresh-seconds", "1"],
+            [sys.executable, "manage.py", "runscheduler", *duties, "--refresh-seconds", "1"],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -67,6 +76,12 @@ class SchedulerRun:
             self.proc.wait()
             raise
 
+    def kill(self) -> None:
+        """kill -9: no goodbye, as when a host is lost."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -78,8 +93,8 @@ def schedulers(clean_redis, transactional_db):
     DjangoJob.objects.all().delete()
     started: list[SchedulerRun] = []
 
-    def start(label: str) -> SchedulerRun:
-        run = SchedulerRun(label).start()
+    def start(label: str, **kwargs) -> SchedulerRun:
+        run = SchedulerRun(label, **kwargs).start()
         started.append(run)
         return run
 

@@ -1,7 +1,10 @@
 """``manage.py runscheduler``: recurring jobs (django-apscheduler) and the platform's periodic duties.
 
 Run as many as you like (two machines, a rolling deploy): each fire time
-enqueues one job, decided by the database (see ``jobs.ops.scheduling.firing``).
+enqueues one job, decided by the database (see ``jobs.ops.scheduling.firing``),
+and each alert rule is measured once per window, decided in Redis (see
+``jobs.ops.alerts.evaluator``). Each process beats in Redis while it runs
+(``jobs.ops.scheduling.presence``) and says goodbye on SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from jobs.ops.alerts.evaluator import evaluate_alerts
+from jobs.ops.alerts.evaluator import evaluate_alerts_duty
 from jobs.ops.reconciler import reconcile_once
 from jobs.ops.scheduling.runner import Duty, SchedulerProcess
 from jobs.ops.stats import roll_up
@@ -40,7 +43,7 @@ class Command(BaseCommand):
         duties = []
         if not options["no_default_duties"]:
             duties.append(Duty("reconciler", settings.JOBS_RECONCILE_INTERVAL_S, reconcile_once))
-            duties.append(Duty("alerts", settings.ALERTS_EVALUATE_INTERVAL_S, evaluate_alerts))
+            duties.append(Duty("alerts", settings.ALERTS_EVALUATE_INTERVAL_S, evaluate_alerts_duty))
             duties.append(Duty("job-stats", settings.JOBS_STATS_ROLLUP_INTERVAL_S, roll_up))
         process = SchedulerProcess(refresh_s=refresh_s, duties=duties, max_workers=settings.SCHEDULER_THREADS)
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,9 +2,10 @@
 
 Each rule reads ``ALERT_<KEY>_THRESHOLD`` and ``ALERT_<KEY>_FOR_S`` (how long
 the breach must hold before the alert fires) from the settings at every
-evaluation. ``measure`` returns the breached subjects (a queue, or "" for
-the whole system); ``None`` means "could not measure", and then the rule's
-open alerts are left as they are rather than resolved.
+evaluation. ``measure`` returns the breached subjects (a queue, a worker,
+a scheduler, or "" for the whole system); ``None`` means "could not
+measure", and then the rule's open alerts are left as they are rather than
+resolved.
 
 Every query is bounded in time and served by an index of the job table.
 """
@@ -14,16 +15,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import dramatiq
 from django.conf import settings
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, QuerySet
 
 from jobs.core.enums import StopReason
+from jobs.core.presence import PresenceEntry, forget_old, gone_entries
 from jobs.core.queues import queue_names
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.ops.health import live_workers, queue_depths
+from jobs.ops.scheduling.presence import schedulers_key
 from jobs.ops.stats import finished_totals
+from jobs.worker.middleware.presence import workers_key
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,38 @@ def _no_live_worker(rule: Rule, now: datetime) -> list[Breach]:
     return breaches
 
 
+def _gone(rule: Rule, presence_key: str, what: str) -> list[Breach]:
+    """One breach per process silent for the threshold (seconds) that did not say goodbye.
+
+    Entries silent for ``PRESENCE_FORGET_S`` are forgotten first: their alerts resolve.
+    """
+    broker: Any = dramatiq.get_broker()
+    now = float(broker.clock.now())
+    forget_old(broker.client, presence_key, now, settings.PRESENCE_FORGET_S)
+    return [_gone_breach(entry, now, what) for entry in gone_entries(broker.client, presence_key, now, rule.threshold)]
+
+
+def _gone_breach(entry: PresenceEntry, now: float, what: str) -> Breach:
+    age = entry.age_s(now)
+    queues = entry.data.get("queues")
+    consumed = f" (queues {', '.join(queues)})" if queues else ""
+    return Breach(
+        entry.label[:128],
+        age,
+        f"{what} *{entry.label}*{consumed} last heartbeated {age / 60:.1f} min ago and did not stop cleanly",
+    )
+
+
+def _worker_offline(rule: Rule, now: datetime) -> list[Breach]:
+    broker: Any = dramatiq.get_broker()
+    return _gone(rule, workers_key(broker.namespace), "worker")
+
+
+def _scheduler_down(rule: Rule, now: datetime) -> list[Breach]:
+    broker: Any = dramatiq.get_broker()
+    return _gone(rule, schedulers_key(broker.namespace), "scheduler")
+
+
 def _redis_memory(rule: Rule, now: datetime) -> list[Breach]:
     info = dramatiq.get_broker().client.info("memory")  # type: ignore[attr-defined]
     limit = int(info.get("maxmemory") or 0) or int(info.get("total_system_memory") or 0)
@@ -113,17 +150,38 @@ def _redis_memory(rule: Rule, now: datetime) -> list[Breach]:
     ]
 
 
-def _slow_jobs(jobs: QuerySet[Job], what: str, rule: Rule) -> list[Breach]:
-    offenders = list(jobs.values_list("id", flat=True)[:4])
+#: Names the item a job is about from its arguments (``"document 3f2a..."``), for the alert's message.
+ItemName = Callable[[dict[str, Any]], str]
+
+
+def _slow_jobs(jobs: QuerySet[Job], what: str, rule: Rule, item: ItemName | None = None) -> list[Breach]:
+    offenders = list(jobs.order_by().values_list("id", "arguments")[:4])
     if not offenders:
         return []
     count = jobs.count()
-    sample = ", ".join(str(job_id) for job_id in offenders[:3])
+    if item is None:
+        sample = ", ".join(str(job_id) for job_id, _ in offenders[:3])
+    else:
+        sample = ", ".join(f"{_item_name(item, arguments)} (job {job_id})" for job_id, arguments in offenders[:3])
     return [Breach("", count, f"{count} {what} over {rule.threshold:g} s (e.g. {sample})")]
 
 
+def _item_name(item: ItemName, arguments: Any) -> str:
+    try:
+        return item(dict(arguments or {}))
+    except Exception:  # a message without its item's name is better than no message
+        return "?"
+
+
 def slow_jobs_rule(
-    key: str, title: str, job_type: str, *, what: str, from_request: bool = False, pages: bool = False
+    key: str,
+    title: str,
+    job_type: str,
+    *,
+    what: str,
+    from_request: bool = False,
+    pages: bool = False,
+    item: ItemName | None = None,
 ) -> Rule:
     """A rule breached by jobs of ``job_type`` that ran (or have waited and run) past the threshold.
 
@@ -131,6 +189,11 @@ def slow_jobs_rule(
     job's creation (what the person who asked waits). Jobs still unfinished
     count as soon as they pass the threshold; finished ones while they are
     within ``ALERT_JOB_LOOKBACK_S``.
+
+    Per item: a domain app whose batch fans out one child job per item
+    (``fan_out``) passes the child's type, so each item is timed by its own
+    run (started to finished, or to now while it runs) and not by the
+    batch's; ``item`` names the item from the child's arguments.
     """
     since = "created_at" if from_request else "started_at"
     unfinished = (JobStatus.ACTIVE,) if not from_request else ACTIVE_STATUSES
@@ -140,7 +203,7 @@ def slow_jobs_rule(
         lookback = now - timedelta(seconds=settings.ALERT_JOB_LOOKBACK_S)
         running = Q(status__in=unfinished, **{f"{since}__lte": now - limit})
         finished = Q(finished_at__gte=lookback, status=JobStatus.COMPLETED) & Q(finished_at__gt=_plus(limit, since))
-        return _slow_jobs(Job.objects.filter(Q(type=job_type) & (running | finished)), what, rule)
+        return _slow_jobs(Job.objects.filter(Q(type=job_type) & (running | finished)), what, rule, item)
 
     return Rule(key, title, measure, pages=pages)
 
@@ -175,6 +238,9 @@ _PLATFORM_RULES: tuple[Rule, ...] = (
     Rule("backlog", "Queue backlog", _backlog),
     Rule("failure_rate", "Failure rate", _failure_rate),
     Rule("no_worker", "No live worker", _no_live_worker, pages=True),
+    Rule("worker_offline", "Worker offline", _worker_offline, pages=True),
+    # Raised by the schedulers still running: work goes on, so Slack only (none running: see docker/prometheus).
+    Rule("scheduler_down", "Scheduler down", _scheduler_down),
     Rule("redis_memory", "Redis memory", _redis_memory),
 )
 _registered: dict[str, Rule] = {}

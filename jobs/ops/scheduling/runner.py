@@ -37,6 +37,7 @@ from django_apscheduler.jobstores import DjangoJobStore
 
 from jobs.models.schedule import Schedule
 from jobs.ops.scheduling.firing import fire_by_id, record_missed
+from jobs.ops.scheduling.presence import SchedulerPresence
 from jobs.ops.scheduling.triggers import build_trigger, trigger_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -238,6 +239,7 @@ class SchedulerProcess:
             job_defaults={"coalesce": True, "max_instances": 1},
         )
         self.scheduler.add_listener(_on_missed, EVENT_JOB_MISSED)
+        self.presence = SchedulerPresence()
 
     def _sync(self) -> None:
         sync_schedules(self.scheduler)
@@ -268,7 +270,8 @@ class SchedulerProcess:
             self.scheduler.shutdown(wait=True)
 
     def run(self) -> None:
-        """Block until ``stop()``."""
+        """Block until ``stop()``; the process beats in Redis meanwhile and says goodbye at the end."""
+        self.presence.start()
         thread = threading.Thread(target=self._run_duties, name="scheduler-duties", daemon=True)
         thread.start()
         try:
@@ -276,3 +279,5 @@ class SchedulerProcess:
         finally:
             self._exited.set()
             thread.join(timeout=10)
+            # Only a stop that was asked for is a goodbye: a crash leaves the entry to go stale (and alert).
+            self.presence.stop(goodbye=self.stop_event.is_set())

@@ -1,4 +1,9 @@
-"""``GET /workers/health``: public, no secrets; 503 when something a job needs is missing."""
+"""``GET /workers/health``: public, no secrets; 503 when something a job needs is missing.
+
+Missing: the database, Redis, a live worker for some queue (``queues.<name>.ok``
+false) or a live scheduler (``schedulers.ok`` false; ``schedulers.processes``
+lists each one's host, pid and last beat).
+"""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from jobs.core.origin import JobOrigin
 from jobs.core.queues import queue_names
 from jobs.models import TERMINAL_STATUSES, Job, JobStatus
 from jobs.ops.health import last_canary_latency_ms, live_workers, queue_depths
+from jobs.ops.scheduling.presence import live_schedulers
 from jobs.ops.stats import recent_job_counts
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class ConveyorCollector(Collector):
         yield from self._finished(since, window)
         yield self._durations(since, window)
         yield from self._redis_side()
+        yield from self._schedulers()
 
     def _unfinished(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily(
@@ -141,6 +143,20 @@ class ConveyorCollector(Collector):
         for queue, milliseconds in last_canary_latency_ms().items():
             latency.add_metric([queue], milliseconds / 1000)
         yield from (redis_up, depth, workers, latency)
+
+    def _schedulers(self) -> Iterator[Metric]:
+        # Alerts run inside the schedulers: with none live only a prober reading this can tell
+        # (docker/prometheus/alerts.yml). Left out when Redis does not answer (conveyor_redis_up says so).
+        try:
+            live = len(live_schedulers())
+        except Exception as exc:
+            logger.warning("Metrics: scheduler presence unreadable: %s", exc)
+            return
+        gauge = GaugeMetricFamily(
+            "conveyor_schedulers_live", "Scheduler processes that beat within SCHEDULER_ALIVE_HEARTBEAT_S"
+        )
+        gauge.add_metric([], live)
+        yield gauge
 
 
 def _bearer_token(request: HttpRequest) -> str | None:

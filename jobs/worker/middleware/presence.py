@@ -3,7 +3,9 @@
 The health endpoint and the console read these entries; an entry older than
 the heartbeat timeout belongs to a worker that is gone. Entries are stamped
 with Redis's clock (``broker.clock``), as readers compare them, so a host
-whose clock is off is neither reported gone nor kept alive. Once booted, each
+whose clock is off is neither reported gone nor kept alive. A worker stopping
+cleanly (SIGTERM) says goodbye (``jobs.core.presence``): the worker-offline
+alert pages for a worker gone without one. Once booted, each
 worker process also sends a canary to its queues: its pickup is what proves
 a new pool consuming (see ``jobs.ops.health``) without waiting for the
 scheduler's next one.
@@ -26,6 +28,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
+from jobs.core.presence import say_goodbye
 from jobs.core.queues import queue_names
 from jobs.dispatch.canaries import WORKER_START_KEY_PREFIX, send_canaries
 
@@ -67,11 +70,16 @@ class WorkerPresence(Middleware):
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()
+        if self._thread is not None:
+            # An announce under way would write the entry back after the goodbye removed it.
+            self._thread.join(timeout=5)
         redis_broker: Any = broker
         try:
-            redis_broker.client.hdel(workers_key(redis_broker.namespace), redis_broker.broker_id)
+            say_goodbye(
+                redis_broker.client, workers_key(redis_broker.namespace), redis_broker.broker_id, _redis_now(broker)
+            )
         except Exception:
-            logger.warning("Could not remove this worker's presence entry", exc_info=True)
+            logger.warning("Could not record this worker's goodbye", exc_info=True)
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self._running[message.message_id] = q_name(message.queue_name)
