@@ -78,6 +78,6 @@ class ExportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="file")
     def download(self, export: Export) -> str:
-        if export.status != ExportStatus.COMPLETED:
+        if export.status != ExportStatus.COMPLETED or export.is_expired():
             return "—"
         return format_html('<a href="{}">download</a>', download_url(export.id))

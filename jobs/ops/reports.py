@@ -3,7 +3,9 @@
 The numbers are the console's (``jobs.ops.stats.queue_summary``, hourly roll-ups),
 so the report and ``/admin/queues/`` never disagree. A domain app adds a
 column of its own for a queue (campaigns: the email delivery rate) with
-``register_report_column``; ``jobs`` imports no domain app.
+``register_report_column``, and a link under the table (exports: the
+week's analytics CSV) with ``register_report_link``; ``jobs`` imports no
+domain app.
 
 Sent every Monday by the ``weekly report`` schedule (job type
 ``weekly-report``) and on demand by ``manage.py weekly_report [--dry-run]``;
@@ -41,12 +43,19 @@ class ReportColumn:
 
 
 _columns: list[ReportColumn] = []
+#: Title -> (start, end) -> an absolute URL, or None when there is nothing to link this week.
+_links: dict[str, Callable[[datetime, datetime], str | None]] = {}
 
 
 def register_report_column(title: str, queue: str, value: Callable[[datetime, datetime], str | None]) -> None:
     """An extra column for one queue's row (other rows show a dash)."""
     _columns[:] = [column for column in _columns if (column.title, column.queue) != (title, queue)]
     _columns.append(ReportColumn(title, queue, value))
+
+
+def register_report_link(title: str, url: Callable[[datetime, datetime], str | None]) -> None:
+    """A link under the table (exports: the week's analytics CSV); omitted in a week it answers None."""
+    _links[title] = url
 
 
 @dataclass
@@ -56,6 +65,8 @@ class WeeklyReport:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Extra column title -> {queue: text}.
     extra: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Link title -> absolute URL (Slack shows the title).
+    links: dict[str, str] = field(default_factory=dict)
 
     def as_text(self) -> str:
         titles = list(self.extra)
@@ -77,7 +88,8 @@ class WeeklyReport:
             for line in lines
         )
         period = f"{self.start:%Y-%m-%d} to {self.end - timedelta(days=1):%Y-%m-%d}"
-        return f"*Weekly job report*, {period} (UTC)\n```\n{table}\n```"
+        links = "".join(f"\n<{url}|{title}>" for title, url in self.links.items())
+        return f"*Weekly job report*, {period} (UTC)\n```\n{table}\n```{links}"
 
 
 def _percent(rate: float | None) -> str:
@@ -105,6 +117,14 @@ def build_weekly_report(start: datetime, end: datetime) -> WeeklyReport:
             logger.exception("Report column %r of queue %s failed", column.title, column.queue)
             value = None
         report.extra.setdefault(column.title, {})[column.queue] = value if value is not None else "–"
+    for title, link in _links.items():
+        try:
+            url = link(start, end)
+        except Exception:
+            logger.exception("Report link %r failed", title)
+            url = None
+        if url:
+            report.links[title] = url
     return report
 
 
