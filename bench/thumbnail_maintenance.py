@@ -151,6 +151,8 @@ def main() -> None:
 
     from documents.models import Document, ThumbnailMaintenancePass
     from jobs.core.queues import get_queue
+    from jobs.dispatch.registry import get_job_type
+    from jobs.dispatch.services import start_job
     from jobs.models import TERMINAL_STATUSES, Job, JobStatus
     from jobs.models.schedule import Schedule
     from jobs.ops.scheduling.firing import run_now
@@ -175,6 +177,12 @@ def main() -> None:
     )
     pool = _start_pool(policy.threads)
     try:
+        # The pool's boot is not the walk's: a canary on the queue first.
+        kind = get_job_type("canary")
+        payload = kind.payload_serializer()(data={"queue": "thumbnails"})
+        payload.is_valid(raise_exception=True)
+        canary = start_job(kind, None, dict(payload.validated_data)).job
+        _wait(lambda: Job.objects.filter(id=canary.id, status=JobStatus.COMPLETED).exists(), 120, "the pool to boot")
         schedule = Schedule.objects.get(name="thumbnail maintenance")
         started = time.monotonic()
         fired = run_now(schedule)
@@ -198,7 +206,10 @@ def main() -> None:
     walk = ThumbnailMaintenancePass.objects.get()
     runs = list(Job.objects.filter(type=MAINTENANCE_TYPE).order_by("created_at"))
     failed_runs = [job for job in runs if job.status != JobStatus.COMPLETED]
-    longest_run = max((job.finished_at - job.started_at).total_seconds() for job in runs if job.started_at)
+    longest_run = max(
+        (job.finished_at - job.started_at).total_seconds() for job in runs if job.started_at and job.finished_at
+    )
+    assert walk.finished_at is not None
     thumbnails_jobs = Job.objects.filter(type="thumbnails")
     repaired = Document.objects.filter(id__in=without, thumbnails__has_keys=sizes).count()
     limit = policy.time_limit_s
