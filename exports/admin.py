@@ -56,6 +56,9 @@ class ExportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "created_at",
         "finished_at",
         "expires_at",
+        "staff_notified_at",
+        # The weekly analytics email links this page: it offers the file too.
+        "download",
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

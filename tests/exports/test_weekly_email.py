@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from django.apps import apps as django_apps
+from django.contrib.auth import get_user_model
+from django.test import Client
 from django.utils import timezone
 
 from exports.models import JOB_METRICS_DATASET, Export, ExportFormat, ExportStatus
@@ -20,6 +22,7 @@ from tests.factories import UserFactory
 from tests.jobs.helpers import wait_terminal
 
 SITE_URL = "https://conveyor.example.com"
+User = get_user_model()
 
 
 def _weekly_analytics_schedule() -> Schedule:
@@ -113,6 +116,12 @@ def test_a_weekly_analytics_csv_over_the_ceiling_is_linked_not_attached(pools, m
     assert body is not None
     assert "too large to attach" in body.get_content() and _admin_page(export) in body.get_content()
     assert "customer@example.com" not in mailbox.recipients()
+    # And the linked page, opened by a superuser, offers the file
+    admin = Client()
+    admin.force_login(User.objects.get(email="root@example.com"))
+    page = admin.get(_admin_page(export).removeprefix(SITE_URL))
+    assert page.status_code == 200
+    assert f'href="/api/exports/{export.id}/download"' in page.content.decode()
 
 
 @pytest.mark.slow
