@@ -11,7 +11,9 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from exports.exceptions import ExpiredExportsNotDeleted
 from exports.models import Export, ExportFormat, ExportStatus
+from exports.services import delete_expired_exports
 from jobs.models import Job, JobStatus
 from jobs.models.schedule import FireOutcome
 from jobs.ops.scheduling.firing import run_now
@@ -109,3 +111,21 @@ def test_on_s3_the_daily_expiry_job_deletes_the_expired_object_from_the_bucket(
     assert set(s3_bucket.objects()) == {current.file.name}
     expired.refresh_from_db()
     assert expired.status == ExportStatus.EXPIRED
+
+
+def test_a_file_the_storage_cannot_delete_does_not_stop_the_others_and_fails_the_run(media_root, user):
+    # Given two expired exports, the first's stored name a non-empty directory (the storage refuses it)
+    stuck = _completed_export(user, "stuck", expires_in=timedelta(hours=-2))
+    (media_root / "exports" / "refused").mkdir()
+    (media_root / "exports" / "refused" / "keep").write_text("x")
+    Export.objects.filter(id=stuck.id).update(file="exports/refused")
+    other = _completed_export(user, "other", expires_in=timedelta(hours=-1))
+    # When the expiry runs
+    with pytest.raises(ExpiredExportsNotDeleted, match="1 expired export file"):
+        delete_expired_exports()
+    # Then the other file is deleted and its export expired; the refused one waits for the next run
+    other.refresh_from_db()
+    assert other.status == ExportStatus.EXPIRED and not (media_root / "exports" / "other.csv").exists()
+    assert Export.objects.get(id=stuck.id).status == ExportStatus.COMPLETED
+    # And its download answers 410 all the same
+    assert _client(user).get(f"/api/exports/{stuck.id}/download").status_code == 410
