@@ -354,6 +354,9 @@ EXPORT_MEMORY_CEILING_MB = env_int("EXPORT_MEMORY_CEILING_MB", 256)
 EXPORT_EXPIRY_DAYS = env_int("EXPORT_EXPIRY_DAYS", 7)
 # Rows read per round trip when rows are not streamed by COPY (Excel, SQLite).
 EXPORT_CHUNK_ROWS = env_int("EXPORT_CHUNK_ROWS", 1000)
+# The weekly analytics email to staff carries the CSV when it is at most this many KB (0: never);
+# a larger file is linked (its admin page) instead, so the email stays within mail servers' limits.
+WEEKLY_ANALYTICS_ATTACH_MAX_KB = env_int("WEEKLY_ANALYTICS_ATTACH_MAX_KB", 5 * 1024)
 
 # --- campaigns ---------------------------------------------------------------
 # The provider's limit: at most this many emails in any window of
@@ -424,6 +427,14 @@ OCR_PAGE_ATTEMPTS = env_int("OCR_PAGE_ATTEMPTS", 3)
 OCR_MIN_TEXT_LAYER_CHARS = env_int("OCR_MIN_TEXT_LAYER_CHARS", 16)
 THUMBNAIL_SIZES = [int(size) for size in env_list("THUMBNAIL_SIZES", ["150", "300", "600"])]
 THUMBNAIL_FORMAT = env_str("THUMBNAIL_FORMAT", "png")
+# Thumbnail maintenance walks the documents by id in batches of this many rows (one cursor
+# advance, and the thumbnails jobs for the batch's missing ones, per transaction) ...
+THUMBNAIL_MAINTENANCE_BATCH = env_int("THUMBNAIL_MAINTENANCE_BATCH", 2000)
+# ... and a run starts no batch after this many seconds: it hands the rest of the walk to a
+# new job. Keep it well under the thumbnails queue's time limit (60 s).
+THUMBNAIL_MAINTENANCE_RUN_BUDGET_S = env_float("THUMBNAIL_MAINTENANCE_RUN_BUDGET_S", 20.0)
+# Documents younger than this are left to the thumbnails job their upload started.
+THUMBNAIL_MAINTENANCE_MIN_AGE_S = env_int("THUMBNAIL_MAINTENANCE_MIN_AGE_S", 3600)
 
 # --- scheduling ---
 # How often each scheduler process re-reads the Schedule table (admin edits apply within this).
@@ -510,6 +521,9 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 PORT = env_int("PORT", 8000)
+# Where people reach this site (scheme, host, optional path; no trailing slash needed): the base
+# of links that leave it, in emails and Slack (e.g. the weekly analytics export's admin page).
+SITE_URL = env_str("SITE_URL", f"http://localhost:{PORT}").rstrip("/")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

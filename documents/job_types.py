@@ -5,7 +5,8 @@
 * ``thumbnails`` (``make_thumbnails``): first-page thumbnails, one
   ``thumbnails-document`` child (``make_document_thumbnails``) per document;
 * ``thumbnail-maintenance`` (``maintain_thumbnails``; staff and the nightly
-  schedule): thumbnails jobs for the documents missing a size.
+  schedule): thumbnails jobs for the documents missing a size, in resumable
+  batches; a run out of time starts the next one of its type.
 
 The children's types are internal (no serializer): only their parent starts
 them. The actors are declared from these types in ``tasks.py``, and the
@@ -256,7 +257,10 @@ THUMBNAIL_MAINTENANCE = register_job_type(
         queue=THUMBNAILS.queue,
         actor="maintain_thumbnails",
         serializer=NoArgumentsSerializer,
-        description="Start thumbnails jobs for ready documents missing a thumbnail size (nightly).",
+        description=(
+            "Start thumbnails jobs for documents (any status) missing a thumbnail size, walking them "
+            "in resumable batches (nightly)."
+        ),
         default_duration_s=10.0,
         staff_only=True,
         plan=lambda user, data: JobPlan(arguments={}),

@@ -15,7 +15,9 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
+from django.db.models import Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 
@@ -155,3 +157,88 @@ class DocumentPage(models.Model):
 
     def __str__(self) -> str:
         return f"page {self.number} of {self.document_id} ({self.status})"
+
+
+class ThumbnailMaintenancePass(models.Model):
+    """One walk of thumbnail maintenance over every document, by id, a batch at a time.
+
+    State diagram (every arrow is a model method)::
+
+        (none open) ── open_or_resume ──► open ── advance ──► open ── advance(last=True) ──► finished
+                                            ▲        │
+                                            └────────┘  (one batch: cursor moves past it)
+
+    ``cursor`` is the last document id examined; a run that stops (killed,
+    its time limit, a continuation's hand-over) leaves the pass open there,
+    and the next run resumes after it instead of starting again. At most one
+    pass is open (``is_open`` is unique; a finished pass sets it to NULL).
+    Each batch's advance is conditional on the cursor the run read, in the
+    transaction that starts the batch's thumbnails jobs: two runs on one pass
+    never both start jobs for the same batch.
+    """
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    #: True while the walk goes on; NULL once finished (NULLs do not collide in the unique index).
+    is_open = models.BooleanField(null=True, default=True, unique=True)
+    #: The last document id examined; None before the first batch.
+    cursor = models.UUIDField(null=True, blank=True)
+    checked = models.PositiveBigIntegerField(default=0)
+    #: Documents sent to thumbnails jobs because a size was missing.
+    repaired = models.PositiveBigIntegerField(default=0)
+    batches = models.PositiveIntegerField(default=0)
+    #: Job runs that walked part of it (more than one: it was resumed or handed over).
+    runs = models.PositiveIntegerField(default=0)
+    longest_batch_s = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        state = "finished" if self.finished_at else f"at {self.cursor or 'the start'}"
+        return f"thumbnail maintenance pass {self.pk} ({state}, {self.checked} checked)"
+
+    # -- transitions -----------------------------------------------------
+    @classmethod
+    def open_or_resume(cls) -> ThumbnailMaintenancePass:
+        """The open pass (a stopped run's walk, resumed at its cursor), or a new one; counts this run."""
+        current = cls.objects.filter(is_open=True).first()
+        if current is None:
+            try:
+                with transaction.atomic():
+                    current = cls.objects.create()
+            except IntegrityError:  # another run opened one meanwhile: walk that one
+                current = cls.objects.get(is_open=True)
+        cls.objects.filter(pk=current.pk).update(runs=models.F("runs") + 1)
+        current.refresh_from_db()
+        return current
+
+    @classmethod
+    def lock_at(cls, pass_id: int, cursor: uuid.UUID | None) -> bool:
+        """Lock the open pass if it still stands at ``cursor`` (inside a transaction); False if another run moved it."""
+        standing = cls.objects.select_for_update().filter(pk=pass_id, is_open=True, cursor=cursor)
+        return standing.values_list("pk", flat=True).first() is not None
+
+    @classmethod
+    def advance(
+        cls,
+        pass_id: int,
+        cursor: uuid.UUID | None,
+        to: uuid.UUID | None,
+        *,
+        checked: int,
+        repaired: int,
+        seconds: float,
+        last: bool,
+    ) -> bool:
+        """Move the cursor past one batch (from ``cursor``, as read) and count it; ``last`` finishes the pass."""
+        fields: dict[str, object] = {
+            "cursor": to,
+            "checked": models.F("checked") + checked,
+            "repaired": models.F("repaired") + repaired,
+            "batches": models.F("batches") + 1,
+            "longest_batch_s": Greatest(models.F("longest_batch_s"), Value(seconds), output_field=models.FloatField()),
+        }
+        if last:
+            fields.update(is_open=None, finished_at=timezone.now())
+        return bool(cls.objects.filter(pk=pass_id, is_open=True, cursor=cursor).update(**fields))

@@ -56,6 +56,9 @@ class ExportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "created_at",
         "finished_at",
         "expires_at",
+        "staff_notified_at",
+        # The weekly analytics email links this page: it offers the file too.
+        "download",
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -78,6 +81,6 @@ class ExportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="file")
     def download(self, export: Export) -> str:
-        if export.status != ExportStatus.COMPLETED:
+        if export.status != ExportStatus.COMPLETED or export.is_expired():
             return "—"
         return format_html('<a href="{}">download</a>', download_url(export.id))

@@ -11,11 +11,21 @@ class ExportsConfig(AppConfig):
     def ready(self) -> None:
         # Imported once the models are loaded: registers the csv-export and weekly-job-metrics job types.
         from exports.job_types import CSV_EXPORT
+        from exports.notifications import REPORT_LINK_TITLE, weekly_analytics_url
         from exports.services import delete_expired_exports
-        from jobs.public import preload_in_children, register_alert_rule, register_cleanup, timed_out_rule
+        from jobs.public import (
+            preload_in_children,
+            register_alert_rule,
+            register_cleanup,
+            register_report_link,
+            timed_out_rule,
+        )
 
-        # The monthly cleanup job deletes expired export files.
+        # The daily expire-exports job deletes expired export files; the monthly cleanup
+        # does too, for a database where staff paused that schedule.
         register_cleanup("expired-exports", delete_expired_exports)
+        # The weekly Slack report links the week's analytics CSV (its admin page).
+        register_report_link(REPORT_LINK_TITLE, weekly_analytics_url)
         register_alert_rule(timed_out_rule("export_timeout", "Export timed out", CSV_EXPORT.name, what="exports"))
 
         # Every export writes its file in a child: the forkserver imports the

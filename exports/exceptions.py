@@ -6,7 +6,7 @@ An invalid dataset, filter, field or ordering is the platform's
 
 from __future__ import annotations
 
-from jobs.public import PermanentJobError
+from jobs.public import PermanentJobError, TransientJobError
 
 
 class ExportTooLarge(PermanentJobError):
@@ -15,3 +15,7 @@ class ExportTooLarge(PermanentJobError):
 
 class ExportNotRunnable(PermanentJobError):
     """The export is already finished (or gone): there is nothing to run."""
+
+
+class ExpiredExportsNotDeleted(TransientJobError):
+    """The storage refused to delete some expired export files; the others were deleted, and the job is retried."""

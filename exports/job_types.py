@@ -1,4 +1,4 @@
-"""The exports app's job types: ``csv-export`` (any user) and ``weekly-job-metrics`` (staff).
+"""The exports app's job types: ``csv-export`` (any user), ``weekly-job-metrics`` and ``expire-exports`` (staff).
 
 Each type declares its queue once; ``exports.tasks`` declares the actors
 from them. Both settle their export through the hooks of ``exports.outcomes``.
@@ -100,5 +100,18 @@ WEEKLY_JOB_METRICS = register_job_type(
         on_cancelled=export_job_cancelled,
         # Run again: the same (no) arguments; the run makes its own export of the week before it.
         result_links=export_result_links,
+    )
+)
+
+EXPIRE_EXPORTS = register_job_type(
+    JobType(
+        name="expire-exports",
+        queue="maintenance",
+        actor="expire_exports",
+        serializer=NoArgumentsSerializer,
+        description="Delete the files of exports past their expiry (EXPORT_EXPIRY_DAYS) and mark them expired (daily).",
+        default_duration_s=5.0,
+        staff_only=True,
+        plan=lambda user, data: JobPlan(arguments={}),
     )
 )

@@ -29,6 +29,9 @@ CONTENT_TYPES = {
     ExportFormat.XLSX: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 
+#: The platform's dataset that the weekly analytics export writes (for staff, with no owner).
+JOB_METRICS_DATASET = "job-metrics"
+
 #: States from which a (re)run of the export job may start.
 RUNNABLE_STATUSES = (ExportStatus.PENDING, ExportStatus.RUNNING)
 
@@ -47,6 +50,10 @@ class Export(models.Model):
          │ └──── mark_pending ────────┘  └── mark_failed ──► failed
          │       (an attempt failed)                          ▲
          └────────────── mark_failed ─────────────────────────┘
+
+    A completed export is expired from ``expires_at`` on, whatever its
+    status says (``is_expired``): its download answers 410 at once, and the
+    daily ``expire-exports`` job deletes its file and records ``expired``.
 
     The run marks it running, completed, or failed for its own reasons (too
     large). After a failed attempt it waits in pending: the job's next
@@ -82,6 +89,8 @@ class Export(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(default=default_expiry)
+    #: When staff were sent the weekly analytics email about it (system exports only).
+    staff_notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -100,6 +109,17 @@ class Export(models.Model):
     @property
     def download_name(self) -> str:
         return f"{self.dataset}-{self.created_at:%Y%m%d-%H%M%S}-{str(self.id)[:8]}.{self.format}"
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """Expired by the flag, or a completed export whose time is up (the daily job may not have run yet)."""
+        if self.status == ExportStatus.EXPIRED:
+            return True
+        return self.status == ExportStatus.COMPLETED and self.expires_at <= (now or timezone.now())
+
+    @property
+    def current_status(self) -> str:
+        """The status as a client should read it: ``expired`` from ``expires_at`` on."""
+        return ExportStatus.EXPIRED.value if self.is_expired() else str(self.status)
 
     # -- transitions (conditional updates: a late write never undoes a final state) --
     @classmethod
@@ -137,6 +157,14 @@ class Export(models.Model):
 
     @classmethod
     def expire(cls, export_id: str) -> bool:
+        """Its file was deleted: the row stays, expired, naming no file."""
         return bool(
             cls.objects.filter(id=export_id, status=ExportStatus.COMPLETED).update(status=ExportStatus.EXPIRED, file="")
+        )
+
+    @classmethod
+    def mark_staff_notified(cls, export_id: str) -> bool:
+        """Staff were emailed about this export (once: a retried job does not email them again)."""
+        return bool(
+            cls.objects.filter(id=export_id, staff_notified_at__isnull=True).update(staff_notified_at=timezone.now())
         )

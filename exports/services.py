@@ -25,8 +25,9 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from exports.child import write_partial_in_child
-from exports.exceptions import ExportNotRunnable, ExportTooLarge
-from exports.models import RUNNABLE_STATUSES, Export, ExportFormat, ExportStatus
+from exports.exceptions import ExpiredExportsNotDeleted, ExportNotRunnable, ExportTooLarge
+from exports.models import JOB_METRICS_DATASET, RUNNABLE_STATUSES, Export, ExportFormat, ExportStatus
+from exports.notifications import email_staff_about
 from exports.progress import ExportProgress, ProgressRelay
 from exports.queries import export_spec, write_partial
 from exports.writers import EXCEL_MAX_ROWS, write_postgresql_export
@@ -59,8 +60,6 @@ _CHILD_CONTEXT = multiprocessing.get_context("forkserver")
 
 #: Keys a request's ``query_params`` may hold.
 QUERY_KEYS = ("dataset", "filters", "fields", "ordering")
-#: The platform's dataset that the weekly analytics export writes.
-JOB_METRICS_DATASET = "job-metrics"
 
 
 # -- validating a request ---------------------------------------------------------------
@@ -264,17 +263,44 @@ def write_export(export_id: str, relative_path: str, *, job_id: str | None = Non
 
 # -- housekeeping and analytics -----------------------------------------------------------
 def delete_expired_exports(now: datetime | None = None) -> int:
-    """Delete the files of exports past their expiry; the rows stay, marked expired."""
+    """Delete the files of exports past their expiry; the rows stay, marked expired.
+
+    The file goes first, through the storage the export was written to (the
+    file system or S3), and only then does the row stop naming it: a run
+    stopped in between leaves the row completed and past its time (its
+    download already answers 410), and the next run deletes the name again,
+    which both storages accept for a file that is gone. One export whose
+    file cannot be deleted does not stop the others; the run then raises
+    ``ExpiredExportsNotDeleted`` so that the job is retried and seen.
+    """
     now = now or timezone.now()
     deleted = 0
-    for export in Export.objects.filter(status=ExportStatus.COMPLETED, expires_at__lte=now).iterator():
-        if export.file:
-            export.file.delete(save=False)
+    failed: list[str] = []
+    due = Export.objects.filter(status=ExportStatus.COMPLETED, expires_at__lte=now).only("id", "file")
+    for export in due.iterator(chunk_size=500):
+        try:
+            if export.file:
+                export.file.delete(save=False)
+        except Exception:
+            logger.exception("Could not delete the file %s of expired export %s", export.file.name, export.id)
+            failed.append(str(export.id))
+            continue
         if Export.expire(str(export.id)):
             deleted += 1
     if deleted:
         logger.info("Deleted %s expired export file(s)", deleted)
+    if failed:
+        raise ExpiredExportsNotDeleted(
+            f"{len(failed)} expired export file(s) could not be deleted (first: {failed[0]}); {deleted} were"
+        )
     return deleted
+
+
+def expire_exports() -> dict[str, Any]:
+    """The daily ``expire-exports`` job: delete the files of exports past ``expires_at``."""
+    deleted = delete_expired_exports()
+    progress(100, f"Expired {deleted} export(s)", force=True, expired=deleted)
+    return {"expired": deleted}
 
 
 def past_week(now: datetime) -> tuple[datetime, datetime]:
@@ -284,16 +310,18 @@ def past_week(now: datetime) -> tuple[datetime, datetime]:
 
 
 def export_weekly_job_metrics(now: datetime | None = None) -> Export:
-    """Export the past week's per-queue job metrics as a CSV file for staff.
+    """Export the past week's per-queue job metrics as a CSV file for staff, and email it to them.
 
-    A retried job runs its first attempt's export again (one export per job,
-    which its type's outcome hooks settle), for the week that attempt chose.
+    A retried job carries on with its first attempt's export (one export per
+    job, which its type's outcome hooks settle), for the week that attempt
+    chose: it runs it again if it did not complete, and emails staff if that
+    is what failed (``notifications.email_staff_about`` sends once).
     """
     running = current_job()
     job_id = running.job_id if running else None
     export = None
     if job_id is not None:
-        export = Export.objects.filter(job_id=job_id, status__in=RUNNABLE_STATUSES).first()
+        export = Export.objects.filter(job_id=job_id).order_by("created_at").first()
     if export is None:
         metrics = get_dataset(JOB_METRICS_DATASET)
         start, end = past_week(now or timezone.now())
@@ -307,6 +335,9 @@ def export_weekly_job_metrics(now: datetime | None = None) -> Export:
                 all_owners=True,
                 format=ExportFormat.CSV,
             )
-    run_export(str(export.id))
+    if export.status in RUNNABLE_STATUSES:
+        run_export(str(export.id))
     export.refresh_from_db()
+    email_staff_about(export)
+    export.refresh_from_db(fields=["staff_notified_at"])
     return export

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from exports import services
-from exports.job_types import CSV_EXPORT, WEEKLY_JOB_METRICS
+from exports.job_types import CSV_EXPORT, EXPIRE_EXPORTS, WEEKLY_JOB_METRICS
 from jobs.public import job_actor
 
 
@@ -23,4 +23,11 @@ def export_weekly_job_metrics() -> dict[str, Any]:
         "export_id": str(export.id),
         "rows": export.row_count,
         "download_url": services.download_url(export.id),
+        "staff_notified": export.staff_notified_at is not None,
     }
+
+
+@job_actor(EXPIRE_EXPORTS)
+def expire_exports() -> dict[str, Any]:
+    """Daily: delete the files of exports past their expiry; their downloads already answer 410."""
+    return services.expire_exports()

@@ -32,7 +32,7 @@ module (``lint-imports`` enforces it). Through it they:
   ``on_children_done``), with a ``JobOutcome`` of plain values; hooks run
   after commit, at least once (``jobs.dispatch.outcomes`` says exactly when);
 * **plug in** what the platform reports on: alert rules, weekly report
-  columns, cleanups, datasets for exports, per-user activity for the digest;
+  columns and links, cleanups, datasets for exports, per-user activity for the digest;
 * **look alike** in the admin (``status_badge`` with a ``Tone`` per status);
 * **reach Redis** as the platform does (``connect_redis``: the configured
   host, or the primary Redis Sentinel names, followed through a failover).
@@ -77,7 +77,7 @@ from jobs.ops.datasets.spec import (
     quoted_table,
     register_dataset,
 )
-from jobs.ops.reports import register_report_column
+from jobs.ops.reports import register_report_column, register_report_link
 from jobs.ops.scheduling import register_cleanup
 from jobs.ops.stats import register_work_counter
 from jobs.state.audit import record_audit
@@ -181,6 +181,7 @@ __all__ = [
     "register_job_type",
     "register_report_column",
     "register_work_counter",
+    "register_report_link",
     "report_parent_progress",
     "run_command",
     "run_in_child",

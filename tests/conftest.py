@@ -169,6 +169,7 @@ DOMAIN_SCHEDULE_MIGRATIONS = (
     "campaigns.migrations.0004_daily_digest_schedule",
     "documents.migrations.0002_thumbnail_maintenance_schedule",
     "exports.migrations.0002_weekly_analytics_schedule",
+    "exports.migrations.0004_export_expiry_schedule",
 )
 
 

@@ -12,6 +12,8 @@ class ExportSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     """What ``GET /api/exports/<id>`` answers."""
 
     job_id = serializers.UUIDField(read_only=True, allow_null=True)
+    #: ``expired`` from ``expires_at`` on, before the daily job has deleted the file.
+    status = serializers.ChoiceField(choices=ExportStatus.choices, source="current_status", read_only=True)
     owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True, default=None)
     error = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
@@ -41,7 +43,7 @@ class ExportSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         return export.error_message or None
 
     def get_download_url(self, export: Export) -> str | None:
-        if export.status != ExportStatus.COMPLETED:
+        if export.status != ExportStatus.COMPLETED or export.is_expired():
             return None
         request: Any = self.context.get("request")
         url = download_url(export.id)

@@ -49,8 +49,15 @@ class ExportDownloadView(generics.GenericAPIView):  # type: ignore[type-arg]
     @extend_schema(responses={200: OpenApiTypes.BINARY, 409: OpenApiTypes.OBJECT, 410: OpenApiTypes.OBJECT})
     def get(self, request: Request, pk: str) -> StreamingHttpResponse | Response:
         export = self.get_object()
-        if export.status == ExportStatus.EXPIRED:
-            return Response({"detail": "this export has expired; start a new one"}, status=status.HTTP_410_GONE)
+        # Judged by the time: the daily expire-exports job deletes the file later that night.
+        if export.is_expired():
+            return Response(
+                {
+                    "detail": "this export has expired; start a new one",
+                    "expires_at": export.expires_at.isoformat(),
+                },
+                status=status.HTTP_410_GONE,
+            )
         not_ready = Response(
             {"detail": f"the export is {export.status}; its file is not ready"},
             status=status.HTTP_409_CONFLICT,

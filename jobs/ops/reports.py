@@ -6,7 +6,8 @@ customer requests only; a "System work" table counts child jobs, schedules'
 jobs, canaries and maintenance apart, and the units apps count themselves
 (``register_work_counter``: campaigns' emails sent, bounced and failed) get a
 line each. A domain app adds a column of its own for a queue (campaigns: the
-email delivery rate) with ``register_report_column``; ``jobs`` imports no
+email delivery rate) with ``register_report_column``, and a link under the
+tables (exports: the week's analytics CSV) with ``register_report_link``; ``jobs`` imports no
 domain app.
 
 Sent every Monday by the ``weekly report`` schedule (job type
@@ -46,12 +47,19 @@ class ReportColumn:
 
 
 _columns: list[ReportColumn] = []
+#: Title -> (start, end) -> an absolute URL, or None when there is nothing to link this week.
+_links: dict[str, Callable[[datetime, datetime], str | None]] = {}
 
 
 def register_report_column(title: str, queue: str, value: Callable[[datetime, datetime], str | None]) -> None:
     """An extra column for one queue's row (other rows show a dash)."""
     _columns[:] = [column for column in _columns if (column.title, column.queue) != (title, queue)]
     _columns.append(ReportColumn(title, queue, value))
+
+
+def register_report_link(title: str, url: Callable[[datetime, datetime], str | None]) -> None:
+    """A link under the table (exports: the week's analytics CSV); omitted in a week it answers None."""
+    _links[title] = url
 
 
 @dataclass
@@ -65,6 +73,8 @@ class WeeklyReport:
     other_work: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Counter name -> (queue, outcome -> number; None when it could not be counted).
     counters: dict[str, tuple[str, dict[str, int] | None]] = field(default_factory=dict)
+    #: Link title -> absolute URL (Slack shows the title).
+    links: dict[str, str] = field(default_factory=dict)
 
     def as_text(self) -> str:
         titles = list(self.extra)
@@ -100,6 +110,7 @@ class WeeklyReport:
                 ]
             )
         parts.append(f"```\n{_table(system)}\n```")
+        parts.extend(f"<{url}|{title}>" for title, url in self.links.items())
         return "\n".join(parts)
 
 
@@ -142,6 +153,14 @@ def build_weekly_report(start: datetime, end: datetime) -> WeeklyReport:
             logger.exception("Report column %r of queue %s failed", column.title, column.queue)
             value = None
         report.extra.setdefault(column.title, {})[column.queue] = value if value is not None else "–"
+    for title, link in _links.items():
+        try:
+            url = link(start, end)
+        except Exception:
+            logger.exception("Report link %r failed", title)
+            url = None
+        if url:
+            report.links[title] = url
     return report
 
 

@@ -76,8 +76,8 @@ def test_hundred_thousand_row_export_completes(pools, media_root, user):
 
 
 @pytest.mark.slow
-def test_weekly_job_metrics_job_exports_a_staff_csv(pools, media_root, staff):
-    pools("maintenance", env={"MEDIA_ROOT": str(media_root)})
+def test_weekly_job_metrics_job_exports_a_staff_csv(pools, media_root, staff, mail_server):
+    pools("maintenance", env={"MEDIA_ROOT": str(media_root), **mail_server[1]})
     job = wait_terminal(start("weekly-job-metrics", staff), timeout=60)
     assert job.status == JobStatus.COMPLETED, job.error_message
     export = Export.objects.get(id=job.result["export_id"])

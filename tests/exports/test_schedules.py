@@ -51,7 +51,7 @@ def _fire(schedule) -> Job:
 
 
 @pytest.mark.slow
-def test_weekly_analytics_schedule_exports_last_weeks_metrics_listed_for_staff(pools, media_root, staff):
+def test_weekly_analytics_schedule_exports_last_weeks_metrics_listed_for_staff(pools, media_root, staff, mail_server):
     # Given the default weekly analytics schedule, and jobs finished last week and outside it
     schedule = _weekly_analytics_schedule()
     assert (schedule.cron, schedule.job_type) == ("0 6 * * 1", "weekly-job-metrics")
@@ -61,7 +61,8 @@ def test_weekly_analytics_schedule_exports_last_weeks_metrics_listed_for_staff(p
     _finished("email-sender", JobStatus.CANCELLED, finished_days_ago=2, seconds=1)
     _finished("thumbnails", JobStatus.COMPLETED, finished_days_ago=10, seconds=50)  # the week before
     _finished("email-sender", JobStatus.COMPLETED, finished_days_ago=0, seconds=50)  # this week
-    pools("maintenance", env={"MEDIA_ROOT": str(media_root)})
+    # (staff are emailed about it: tests/exports/test_weekly_email.py)
+    pools("maintenance", env={"MEDIA_ROOT": str(media_root), **mail_server[1]})
     # When staff run it now from the schedule
     job = _fire(schedule)
     # Then its job wrote a CSV export of last week's per-queue metrics, for staff (no owner)

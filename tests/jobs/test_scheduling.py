@@ -243,6 +243,7 @@ DEFAULT_SCHEDULE_MIGRATIONS = [
     ("jobs.migrations.0006_weekly_report_schedule", "create_schedule"),
     ("campaigns.migrations.0004_daily_digest_schedule", "create_schedule"),
     ("exports.migrations.0002_weekly_analytics_schedule", "create_schedule"),
+    ("exports.migrations.0004_export_expiry_schedule", "create_schedule"),
     ("documents.migrations.0002_thumbnail_maintenance_schedule", "create_schedule"),
 ]
 
@@ -257,6 +258,7 @@ def test_default_schedules_exist_in_utc(db):
     assert timings["weekly analytics"] == "0 6 * * 1"
     assert timings["monthly cleanup"] == "0 0 1 * *"
     assert timings["thumbnail maintenance"] == "0 2 * * *"
+    assert timings["export expiry"] == "30 0 * * *"
     assert timings["weekly report"] == "0 7 * * mon"
     assert sum(1 for name in timings if name.startswith("canary ")) == 5
     for schedule in Schedule.objects.all():
@@ -320,12 +322,13 @@ def test_thumbnail_maintenance_starts_a_thumbnails_job_for_documents_missing_a_s
     from documents.models import Document, DocumentStatus
     from tests.factories import DocumentFactory
 
-    # Given one ready document with every thumbnail size, one missing a size, and one not ready
+    # Given one ready document with every thumbnail size, one missing a size, and one not ready with none
     settings.MEDIA_ROOT = str(tmp_path)
     settings.THUMBNAIL_SIZES = [150, 300]
+    settings.THUMBNAIL_MAINTENANCE_MIN_AGE_S = 0
     complete = DocumentFactory(status=DocumentStatus.READY)
     partial = DocumentFactory(status=DocumentStatus.READY)
-    DocumentFactory(status=DocumentStatus.PROCESSING)
+    processing = DocumentFactory(status=DocumentStatus.PROCESSING)
     for document, sizes in ((complete, [150, 300]), (partial, [150])):
         # Presence is read from the row (Document.thumbnails), never asked of the storage.
         Document.record_thumbnails(
@@ -333,10 +336,10 @@ def test_thumbnail_maintenance_starts_a_thumbnails_job_for_documents_missing_a_s
         )
     # When the maintenance runs
     result = regenerate_missing_thumbnails()
-    # Then one thumbnails job renders the document that misses a size
-    assert result["documents"] == 1
+    # Then one thumbnails job renders the two documents that miss a size, whatever their status
+    assert result["documents"] == 2
     job = Job.objects.get(type="thumbnails")
-    assert job.arguments["document_ids"] == [str(partial.id)]
+    assert sorted(job.arguments["document_ids"]) == sorted([str(partial.id), str(processing.id)])
     assert job.queue == "thumbnails"
 
 
