@@ -8,10 +8,17 @@ turned is still counted. Readers sum ``JobStatsBucket`` rows: a week is at
 most 168 rows per queue and type, however many jobs ran. Counts of the
 current state (waiting, active, ...) come from the ``(status, queue)`` index,
 which only holds unfinished jobs in any number worth counting.
+
+Hours before ``sealed_until()`` (the watermark less an hour) are sealed: the
+duty never recounts them, which is what lets ``/metrics`` read them as
+counters that only rise (``jobs.ops.counters``). No hour older than
+``recount_horizon()`` is recounted at all: the cleanup may have deleted its
+Job rows, and its buckets (never pruned) are then the only record.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterator
@@ -27,6 +34,8 @@ from django.utils import timezone
 from jobs.core.queues import queue_names
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.models.stats import JobStatsBucket, StatsWatermark
+
+logger = logging.getLogger(__name__)
 
 HOUR = timedelta(hours=1)
 #: Upper bounds (seconds) of the duration histogram's slots; one more slot holds everything slower.
@@ -57,8 +66,21 @@ def _histogram_slot() -> Case:
 
 
 def _hour_buckets(hour: datetime) -> list[JobStatsBucket]:
+    return _finished_buckets(hour, Q(finished_at__gte=hour, finished_at__lt=hour + HOUR))
+
+
+def finished_since(moment: datetime) -> list[JobStatsBucket]:
+    """Unsaved buckets, labelled ``moment``, of every job finished at or after it: the counters' unsealed part.
+
+    Counted by the very code that fills the hourly buckets, so the hand-over from
+    this live count to a sealed bucket neither loses nor adds a job.
+    """
+    return _finished_buckets(moment, Q(finished_at__gte=moment))
+
+
+def _finished_buckets(hour: datetime, finished: Q) -> list[JobStatsBucket]:
     rows = (
-        Job.objects.filter(finished_at__gte=hour, finished_at__lt=hour + HOUR, status__in=FINISHED_STATUSES)
+        Job.objects.filter(finished, status__in=FINISHED_STATUSES)
         .annotate(run_time=ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField()))
         .annotate(slot=_histogram_slot())
         .values("queue", "type", "status", "slot")
@@ -103,9 +125,26 @@ def _lock_rollup() -> StatsWatermark:
     return StatsWatermark.objects.select_for_update().get(name=ROLLUP)
 
 
+def recount_horizon() -> datetime:
+    """The oldest hour start that may be recounted: the cleanup may have deleted Job rows of older hours.
+
+    The cleanup deletes jobs finished before ``JOBS_RETENTION_DAYS`` ago (and,
+    by cascade, their children); the extra hour spares children that finished
+    a little after their parent. Recounting such an hour would lower its
+    buckets, and with them the counters of ``/metrics``.
+    """
+    return timezone.now() - timedelta(days=settings.JOBS_RETENTION_DAYS) + HOUR
+
+
 def roll_up_hour(hour: datetime) -> int:
-    """Replace the buckets of the hour holding ``hour`` by a fresh count of its Job rows; returns their number."""
+    """Replace the buckets of the hour holding ``hour`` by a fresh count of its Job rows; returns their number.
+
+    An hour older than ``recount_horizon()`` keeps its buckets (returns 0).
+    """
     start = floor_hour(hour)
+    if start < recount_horizon():
+        logger.warning("Not recounting the hour of %s: older than the cleanup's horizon", start.isoformat())
+        return 0
     with transaction.atomic():
         _lock_rollup()
         buckets = _hour_buckets(start)
@@ -121,19 +160,30 @@ def roll_up_hours(start: datetime, end: datetime) -> None:
 
 
 def roll_up(now: datetime | None = None) -> None:
-    """The scheduler duty: the hours since the last run, from the hour before it (late commits) to now."""
+    """The scheduler duty: the hours since the last run, from the hour before it (late commits) to now.
+
+    One transaction: the hours it seals are recounted in the same commit that
+    moves the watermark past them, so ``/metrics`` never sees an hour both in
+    a bucket and in its live count, nor in neither. It starts at the last
+    unsealed hour, even when ``now`` is earlier than the watermark.
+    """
     current = floor_hour(now or timezone.now())
-    rolled_until = StatsWatermark.objects.filter(name=ROLLUP).values_list("rolled_until", flat=True).first()
-    if rolled_until is None:
-        start = current - timedelta(hours=settings.JOBS_STATS_BACKFILL_HOURS)
-    else:
-        start = min(rolled_until, current) - HOUR
-    roll_up_hours(start, current)
     with transaction.atomic():
         watermark = _lock_rollup()
+        if watermark.rolled_until is None:
+            start = current - timedelta(hours=settings.JOBS_STATS_BACKFILL_HOURS)
+        else:
+            start = watermark.rolled_until - HOUR
+        roll_up_hours(start, current)
         if watermark.rolled_until is None or watermark.rolled_until < current:
             watermark.rolled_until = current
             watermark.save(update_fields=["rolled_until"])
+
+
+def sealed_until() -> datetime | None:
+    """Hours before this are sealed (never recounted by ``roll_up``); None before the first roll-up."""
+    rolled_until = StatsWatermark.objects.filter(name=ROLLUP).values_list("rolled_until", flat=True).first()
+    return None if rolled_until is None else rolled_until - HOUR
 
 
 # -- reading ------------------------------------------------------------------
