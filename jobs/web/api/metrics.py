@@ -42,7 +42,7 @@ from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -165,4 +165,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"detail": "wrong metrics token"}, status=403)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ConveyorCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    # The classic text format (0.0.4), which every Prometheus reads: our names need none of 1.0.0's UTF-8 escaping.
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)
