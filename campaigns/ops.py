@@ -2,19 +2,21 @@
 
 Registered from ``CampaignsConfig.ready``: the "Slow email sending" alert
 rule (``ALERT_EMAIL_RATE_THRESHOLD`` emails a minute, held for
-``ALERT_EMAIL_RATE_FOR_S``) and the report's delivery-rate column.
+``ALERT_EMAIL_RATE_FOR_S``), the report's delivery-rate column, and the
+"emails" counter: the console and the weekly report count emails sent,
+bounced and failed, not the email jobs that sent them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from campaigns.job_types import EMAIL_BATCH_TYPE
 from campaigns.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
-from jobs.public import AlertRule, Breach, register_alert_rule, register_report_column
+from jobs.public import AlertRule, Breach, register_alert_rule, register_report_column, register_work_counter
 
 RATE_WINDOW = timedelta(minutes=1)
 
@@ -55,6 +57,30 @@ def delivery_rate(start: datetime, end: datetime) -> str | None:
     return f"{sent / (sent + bounced + failed) * 100:.1f} %"
 
 
+def emails_by_outcome(start: datetime, end: datetime) -> dict[str, int]:
+    """Deliveries that ended in ``[start, end)``, by outcome: sent, bounced, failed.
+
+    A final delivery is never written again, so its last write (``updated_at``)
+    is when it ended. Only campaigns that were open in the period are read
+    (through the (campaign, user) index), not the whole table.
+    """
+    campaigns = Campaign.objects.filter(created_at__lt=end).filter(
+        Q(finished_at__isnull=True) | Q(finished_at__gte=start)
+    )
+    counts = Delivery.objects.filter(
+        campaign__in=campaigns,
+        status__in=(DeliveryStatus.SENT, DeliveryStatus.BOUNCED, DeliveryStatus.FAILED),
+        updated_at__gte=start,
+        updated_at__lt=end,
+    ).aggregate(
+        sent=Count("id", filter=Q(status=DeliveryStatus.SENT)),
+        bounced=Count("id", filter=Q(status=DeliveryStatus.BOUNCED)),
+        failed=Count("id", filter=Q(status=DeliveryStatus.FAILED)),
+    )
+    return {outcome: counts[outcome] or 0 for outcome in ("sent", "bounced", "failed")}
+
+
 def register() -> None:
     register_alert_rule(AlertRule("email_rate", "Slow email sending", slow_email_sending))
     register_report_column("delivery", EMAIL_BATCH_TYPE.queue, delivery_rate)
+    register_work_counter("emails", EMAIL_BATCH_TYPE.queue, emails_by_outcome)

@@ -25,6 +25,7 @@ from rest_framework.exceptions import NotFound
 from documents import outcomes
 from documents.models import Document
 from jobs.public import (
+    JobOrigin,
     JobPlan,
     JobPriority,
     JobType,
@@ -191,5 +192,8 @@ THUMBNAIL_MAINTENANCE = register_job_type(
         default_duration_s=10.0,
         staff_only=True,
         plan=lambda user, data: JobPlan(arguments={}),
+        # The platform's repair work, though it is about customers' documents (and so are
+        # the thumbnails jobs it starts): counted apart from customer work.
+        origin=JobOrigin.MAINTENANCE,
     )
 )

@@ -41,6 +41,7 @@ from jobs.public import (
     progress,
     report_parent_progress,
     scratch_dir,
+    yield_if_others_wait,
 )
 
 logger = logging.getLogger(__name__)
@@ -160,7 +161,10 @@ def ocr_page_range(document_id: str, first_page: int, last_page: int) -> dict[st
         return outcome
     # One copy of the PDF for the whole range (none with the file system storage).
     with document_on_disk(document) as path:
-        for batch in _batches(pending, settings.OCR_BATCH_PAGES):
+        for index, batch in enumerate(_batches(pending, settings.OCR_BATCH_PAGES)):
+            if index:
+                # A range is not preempted: between batches it lets another customer's waiting job in.
+                yield_if_others_wait(f"Read up to page {batch[0] - 1}")
             progress(100 * finished / max(1, todo), f"Pages {batch[0]}-{batch[-1]}")
             for number, ok in read_page_batch(document, batch, path):
                 finished += 1

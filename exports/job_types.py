@@ -13,7 +13,7 @@ from rest_framework import serializers
 from exports.models import Export, ExportFormat
 from exports.outcomes import export_job_cancelled, export_job_failed, unsettled_export_jobs
 from exports.services import create_export, validate_export_request
-from jobs.public import JobPlan, JobType, register_job_type
+from jobs.public import JobOrigin, JobPlan, JobType, register_job_type
 
 
 class CsvExportSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -72,6 +72,7 @@ WEEKLY_JOB_METRICS = register_job_type(
         default_duration_s=5.0,
         staff_only=True,
         plan=lambda user, data: JobPlan(arguments={}),
+        origin=JobOrigin.MAINTENANCE,  # the operators' weekly analytics, not a customer's export
         on_failed=export_job_failed,
         on_cancelled=export_job_cancelled,
     )

@@ -10,7 +10,9 @@ module (``lint-imports`` enforces it). Through it they:
 * **start** jobs (``start_job`` for a request's payload; ``build_job`` and
   ``create_jobs`` for jobs a domain service creates itself, sent after commit);
 * **report progress** from inside a run (``progress``, the fan-out helpers,
-  ``write_progress`` from another thread of the run) and run stoppable work
+  ``write_progress`` from another thread of the run; ``yield_if_others_wait``
+  between the steps of a long child, so fair dispatch can let another owner in)
+  and run stoppable work
   in child processes (``run_command``, ``run_in_child``);
 * **write only while the run holds its job**: domain writes of a run go
   through ``fenced()`` (a transaction refused with ``RunSuperseded`` once
@@ -48,7 +50,7 @@ from jobs.core.exceptions import (
     readable_reason,
 )
 from jobs.core.files import local_copy, open_stream, save_local_file, scratch_dir, stored_size
-from jobs.core.origin import AuditAction, Origin, Via
+from jobs.core.origin import AuditAction, JobOrigin, Origin, Via
 from jobs.core.queues import get_queue
 from jobs.core.redis_connection import connect_redis
 from jobs.dispatch.outcomes import ChildrenSummary, FailedChild, JobOutcome
@@ -73,6 +75,7 @@ from jobs.ops.datasets.spec import (
 )
 from jobs.ops.reports import register_report_column
 from jobs.ops.scheduling import register_cleanup
+from jobs.ops.stats import register_work_counter
 from jobs.state.audit import record_audit
 from jobs.state.fencing import Fence, current_fence, fenced
 from jobs.web.admin.badges import Tone, status_badge
@@ -94,6 +97,7 @@ from jobs.worker.isolation import (
 from jobs.worker.liveness import run_may_still_be_going
 from jobs.worker.progress import progress, write_progress_of
 from jobs.worker.stopping import uninterrupted
+from jobs.worker.yielding import yield_if_others_wait
 
 __all__ = [
     "Fence",
@@ -104,6 +108,7 @@ __all__ = [
     "uninterrupted",
     "ModelPermissions",
     "AuditAction",
+    "JobOrigin",
     "Origin",
     "Via",
     "record_audit",
@@ -169,6 +174,7 @@ __all__ = [
     "register_cleanup",
     "register_job_type",
     "register_report_column",
+    "register_work_counter",
     "report_parent_progress",
     "run_command",
     "run_in_child",
@@ -184,4 +190,5 @@ __all__ = [
     "timed_out_rule",
     "visible_to",
     "write_progress_of",
+    "yield_if_others_wait",
 ]

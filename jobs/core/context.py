@@ -17,6 +17,9 @@ class RunningJob:
     thread_id: int
     time_limit_s: int | None
     parent_id: str | None = None
+    #: The fair-dispatch bucket the job is served from, and its priority (``jobs.dispatch.fairness``).
+    owner: str = ""
+    priority: str = "normal"
     #: The fencing token of this run: the attempt it claimed and the worker (Dramatiq broker id)
     #: holding it. Every write the run makes carries both (``jobs.state.fencing``).
     attempt: int = 0

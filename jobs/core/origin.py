@@ -23,6 +23,29 @@ class Via(models.TextChoices):
     SYSTEM = "system", "system"
 
 
+class JobOrigin(models.TextChoices):
+    """Whose work a job is, decided once when it is created (``jobs.dispatch.registry.origin_for``).
+
+    ``created_via`` says through which door a job came in; this says what the
+    job is for, which statistics need: a canary started by staff through the
+    API is still a canary, and maintenance that repairs a customer's
+    documents is still the platform's work, owner or not. Precedence: a
+    child of another job is ``child`` whatever its type; a type that
+    declares an origin (canary, maintenance) has it; a schedule's fire is
+    ``schedule``; anything else is a customer's request.
+    """
+
+    CUSTOMER = "customer", "customer request"
+    CHILD = "child", "child of another job"
+    SCHEDULE = "schedule", "schedule"
+    CANARY = "canary", "canary"
+    MAINTENANCE = "maintenance", "maintenance"
+
+
+#: The platform's own work: the console and the weekly report show it in their "system" section.
+SYSTEM_ORIGINS: tuple[JobOrigin, ...] = (JobOrigin.CANARY, JobOrigin.MAINTENANCE)
+
+
 class AuditAction(models.TextChoices):
     CANCEL = "cancel", "cancel"
     RETRY = "retry", "retry"

@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 from rest_framework import serializers
 
-from jobs.core.origin import SYSTEM, Origin
+from jobs.core.origin import SYSTEM, JobOrigin, Origin
 from jobs.core.queues import queue_names
 from jobs.dispatch.registry import JobPlan, JobType, register_job_type
 from jobs.dispatch.services import build_job, create_jobs
@@ -66,6 +66,7 @@ CANARY = register_job_type(
         # Not deferrable: it measures pickup, and refusing it under a backlog would hide the backlog.
         deferrable=False,
         plan=plan_canary,
+        origin=JobOrigin.CANARY,
     )
 )
 

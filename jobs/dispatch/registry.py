@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobs.core.exceptions import UnknownJobType
+from jobs.core.origin import JobOrigin, Via
 from jobs.models import JobPriority
 
 if TYPE_CHECKING:
@@ -73,6 +74,10 @@ class JobType:
     #: serializer) and staff's requests are never checked, whatever this says.
     deferrable: bool = True
     plan: Callable[[Any, dict[str, Any]], JobPlan] = field(default=default_plan)
+    #: The origin of every job of this type, whoever starts it: ``JobOrigin.CANARY`` or
+    #: ``JobOrigin.MAINTENANCE`` for the platform's own work (cleanup, reports, repairs of
+    #: customers' rows). None: decided by how the job is started (``origin_for``).
+    origin: JobOrigin | None = None
     #: For a type that fans out: called by the last finishing child with the
     #: parent and a summary of the children's outcomes; returns the parent's
     #: result (raising fails the parent).
@@ -113,6 +118,23 @@ def get_job_type(name: str, *, startable: bool = False) -> JobType:
 
 def job_types() -> dict[str, JobType]:
     return dict(_registry)
+
+
+def origin_for(type_name: str, *, has_parent: bool, via: str) -> JobOrigin:
+    """Whose work a new job is (``jobs.core.origin.JobOrigin`` gives the precedence)."""
+    if has_parent:
+        return JobOrigin.CHILD
+    job_type = _registry.get(type_name)
+    if job_type is not None and job_type.origin is not None:
+        return job_type.origin
+    if via == Via.SCHEDULE:
+        return JobOrigin.SCHEDULE
+    return JobOrigin.CUSTOMER
+
+
+def types_of_origin(origin: JobOrigin) -> list[str]:
+    """The registered types whose every job has ``origin`` (the origin back-fill reads them)."""
+    return sorted(name for name, job_type in _registry.items() if job_type.origin == origin)
 
 
 def default_duration_for(type_name: str) -> float:

@@ -20,14 +20,15 @@ from dramatiq.common import current_millis
 from dramatiq.message import Message
 
 from jobs.core.clock import database_now
+from jobs.core.context import current_job
 from jobs.core.messages import ATTEMPT, COST, JOB_TYPE, MAX_ATTEMPTS, OWNER, PARENT, PRIORITY, WEIGHT
-from jobs.core.origin import SYSTEM, AuditAction, Origin
+from jobs.core.origin import SYSTEM, AuditAction, JobOrigin, Origin
 from jobs.core.queues import get_queue
 from jobs.dispatch import backpressure
 from jobs.dispatch.estimates import estimate_duration_s
 from jobs.dispatch.fairness import job_cost, owner_bucket, weight_of
 from jobs.dispatch.outcomes import child_finished, deliver_after_commit, request_cancel_hook
-from jobs.dispatch.registry import JobPlan, JobType
+from jobs.dispatch.registry import JobPlan, JobType, origin_for
 from jobs.models import Job, JobPriority, JobStatus
 from jobs.state import events, transitions
 from jobs.state.audit import record_audit
@@ -61,7 +62,9 @@ def build_job(
 ) -> Job:
     """A Job row, unsaved, with its attempts and status set from the queue table.
 
-    Its origin is ``origin``, else its parent's (a child is started by whoever started the parent).
+    Its door (``created_via``/``created_by``) is ``origin``, else its parent's (a child is started
+    by whoever started the parent); whose work it is (``Job.origin``) follows from its type, its
+    parent and that door (``origin_for``).
     """
     policy = get_queue(queue)
     if origin is None:
@@ -84,7 +87,22 @@ def build_job(
         idempotency_key=idempotency_key,
         created_via=via,
         created_by=by,
+        origin=_job_origin(job_type, parent, via),
     )
+
+
+#: Origins that pass to the jobs a running job starts (not as fan-out children): work that
+#: system work starts (thumbnail maintenance's thumbnails jobs) is system work too.
+_INHERITED_ORIGINS = (JobOrigin.SCHEDULE, JobOrigin.CANARY, JobOrigin.MAINTENANCE)
+
+
+def _job_origin(job_type: str, parent: Job | None, via: str) -> JobOrigin:
+    origin = origin_for(job_type, has_parent=parent is not None, via=via)
+    running = current_job()
+    if origin != JobOrigin.CUSTOMER or running is None:
+        return origin
+    starter = Job.objects.filter(id=running.job_id).values_list("origin", flat=True).first()
+    return JobOrigin(starter) if starter in _INHERITED_ORIGINS else origin
 
 
 def create_jobs(jobs: list[Job]) -> list[Job]:

@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from jobs.core.enums import TERMINAL_STATUSES, JobPriority, JobStatus
-from jobs.core.origin import LABEL_MAX, Via
+from jobs.core.origin import LABEL_MAX, JobOrigin, Via
 
 
 class Job(models.Model):
@@ -94,6 +94,11 @@ class Job(models.Model):
     # db_default too: rows written by SQL (bulk seeding, older code during a rolling deploy) get them.
     created_via = models.CharField(max_length=16, choices=Via.choices, default=Via.SYSTEM, db_default=Via.SYSTEM)
     created_by = models.CharField(max_length=LABEL_MAX, blank=True, default="", db_default="")
+    #: Whose work this is (customer, child, schedule, canary, maintenance): statistics count
+    #: customer work apart from the rest. Set by ``build_job``; migration 0014 filled older rows.
+    origin = models.CharField(
+        max_length=16, choices=JobOrigin.choices, default=JobOrigin.CUSTOMER, db_default=JobOrigin.CUSTOMER
+    )
 
     class Meta:
         ordering = ["-created_at"]

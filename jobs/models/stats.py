@@ -5,9 +5,11 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from jobs.core.origin import JobOrigin
+
 
 class JobStatsBucket(models.Model):
-    """The jobs of one queue and type that finished in one UTC hour.
+    """The jobs of one queue, type and origin that finished in one UTC hour.
 
     Written only by ``jobs.ops.stats.roll_up_hour``, which recomputes a whole hour
     from the Job rows, so re-running it never counts a job twice.
@@ -17,6 +19,8 @@ class JobStatsBucket(models.Model):
 
     queue = models.CharField(max_length=64)
     type = models.CharField(max_length=64)
+    #: Customer work is counted apart from children, schedules, canaries and maintenance.
+    origin = models.CharField(max_length=16, choices=JobOrigin.choices, default=JobOrigin.CUSTOMER)
     hour = models.DateTimeField(help_text="Start of the UTC hour (finished_at of the jobs counted).")
     completed = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
@@ -28,10 +32,12 @@ class JobStatsBucket(models.Model):
     computed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["hour", "queue", "type"], name="job_stats_bucket_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "queue", "type", "origin"], name="job_stats_bucket_unique_origin")
+        ]
 
     def __str__(self) -> str:
-        return f"{self.queue}/{self.type} {self.hour:%Y-%m-%d %H}:00"
+        return f"{self.queue}/{self.type}/{self.origin} {self.hour:%Y-%m-%d %H}:00"
 
 
 class StatsWatermark(models.Model):

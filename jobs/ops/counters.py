@@ -27,7 +27,7 @@ from jobs.models.stats import JobStatsBucket
 from jobs.ops.stats import DURATION_BOUNDS_S, Totals, finished_since, sealed_until
 
 #: The label fields of a bucket, which are the counters' labels, in order (a new bucket dimension joins here).
-BUCKET_LABELS: tuple[str, ...] = ("queue", "type")
+BUCKET_LABELS: tuple[str, ...] = ("queue", "type", "origin")
 _SUMMED = ("completed", "failed", "cancelled", "retried", "duration_sum_s", "duration_count")
 _SLOTS = len(DURATION_BOUNDS_S) + 1
 

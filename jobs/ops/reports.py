@@ -1,9 +1,13 @@
-"""The weekly report: per queue, jobs, success rate and average duration, posted to Slack.
+"""The weekly report: per queue, customer jobs, success rate and average duration, posted to Slack.
 
-The numbers are the console's (``jobs.ops.stats.queue_summary``, hourly roll-ups),
-so the report and ``/admin/queues/`` never disagree. A domain app adds a
-column of its own for a queue (campaigns: the email delivery rate) with
-``register_report_column``; ``jobs`` imports no domain app.
+The numbers are the console's (``jobs.ops.stats``, hourly roll-ups), so the
+report and ``/admin/queues/`` never disagree. The queue table counts
+customer requests only; a "System work" table counts child jobs, schedules'
+jobs, canaries and maintenance apart, and the units apps count themselves
+(``register_work_counter``: campaigns' emails sent, bounced and failed) get a
+line each. A domain app adds a column of its own for a queue (campaigns: the
+email delivery rate) with ``register_report_column``; ``jobs`` imports no
+domain app.
 
 Sent every Monday by the ``weekly report`` schedule (job type
 ``weekly-report``) and on demand by ``manage.py weekly_report [--dry-run]``;
@@ -22,9 +26,10 @@ import dramatiq
 from django.utils import timezone
 from rest_framework import serializers
 
+from jobs.core.origin import JobOrigin
 from jobs.dispatch.registry import JobPlan, JobType, register_job_type
 from jobs.ops.alerts.notifier import post_slack
-from jobs.ops.stats import queue_summary, roll_up
+from jobs.ops.stats import other_work_summary, queue_summary, roll_up, work_counts
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +61,14 @@ class WeeklyReport:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Extra column title -> {queue: text}.
     extra: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Origin -> figures, for the work that is not a customer's (children, schedules, canaries, maintenance).
+    other_work: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Counter name -> (queue, outcome -> number; None when it could not be counted).
+    counters: dict[str, tuple[str, dict[str, int] | None]] = field(default_factory=dict)
 
     def as_text(self) -> str:
         titles = list(self.extra)
-        header = ["queue", "jobs", "success", "avg duration", *titles]
+        header = ["queue", "customer jobs", "success", "avg duration", *titles]
         lines = [header]
         for queue, row in self.rows.items():
             lines.append(
@@ -71,13 +80,35 @@ class WeeklyReport:
                     *(self.extra[title].get(queue, "–") for title in titles),
                 ]
             )
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-        table = "\n".join(
-            "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(line))
-            for line in lines
-        )
         period = f"{self.start:%Y-%m-%d} to {self.end - timedelta(days=1):%Y-%m-%d}"
-        return f"*Weekly job report*, {period} (UTC)\n```\n{table}\n```"
+        parts = [f"*Weekly job report*, {period} (UTC)", f"```\n{_table(lines)}\n```"]
+        for name, (queue, counts) in self.counters.items():
+            if counts is None:
+                parts.append(f"{name.capitalize()} ({queue}): could not be counted")
+            else:
+                parts.append(
+                    f"{name.capitalize()} ({queue}): " + ", ".join(f"{n} {what}" for what, n in counts.items())
+                )
+        system = [["system work", "jobs", "success", "avg duration"]]
+        for origin, row in self.other_work.items():
+            system.append(
+                [
+                    JobOrigin(origin).label,
+                    str(row["jobs"]),
+                    _percent(row["success_rate"]),
+                    _seconds(row["avg_duration_s"]),
+                ]
+            )
+        parts.append(f"```\n{_table(system)}\n```")
+        return "\n".join(parts)
+
+
+def _table(lines: list[list[str]]) -> str:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(line))
+        for line in lines
+    )
 
 
 def _percent(rate: float | None) -> str:
@@ -97,7 +128,13 @@ def last_full_week(now: datetime | None = None) -> tuple[datetime, datetime]:
 
 def build_weekly_report(start: datetime, end: datetime) -> WeeklyReport:
     roll_up()  # the last hour's jobs count too
-    report = WeeklyReport(start=start, end=end, rows=queue_summary(start, end))
+    report = WeeklyReport(
+        start=start,
+        end=end,
+        rows=queue_summary(start, end),
+        other_work=other_work_summary(start, end),
+        counters=work_counts(start, end),
+    )
     for column in _columns:
         try:
             value = column.value(start, end)
@@ -137,6 +174,7 @@ WEEKLY_REPORT = register_job_type(
         default_duration_s=5.0,
         staff_only=True,
         plan=lambda user, data: JobPlan(arguments={}),
+        origin=JobOrigin.MAINTENANCE,
     )
 )
 

@@ -1,19 +1,34 @@
-"""Job statistics for the console and the reports, read from hourly roll-ups, not from the Job table.
+"""Job statistics for the console, the reports, the alerts, ``/metrics`` and the datasets: the one place.
+
+Every figure is kept per origin (``jobs.core.origin.JobOrigin``): customer
+work (``CUSTOMER_WORK``) is what operators judge the service by, and the
+readers here count it apart from child jobs (an OCR's page ranges, a
+document's thumbnails, email batches), schedules' jobs, canaries and
+maintenance. A fan-out parent counts once, from its start to its last
+child's end (its row stays ``active`` while it waits; ``started_at`` is its
+claim's); its children count as ``child`` work.
 
 ``roll_up`` (a scheduler duty, every ``JOBS_STATS_ROLLUP_INTERVAL_S``)
 recomputes the current and the previous UTC hour from the Job rows that
 finished in them, plus any hour since its last run; each hour is replaced
 whole, so re-running is harmless and a job committed just after the hour
 turned is still counted. Readers sum ``JobStatsBucket`` rows: a week is at
-most 168 rows per queue and type, however many jobs ran. Counts of the
-current state (waiting, active, ...) come from the ``(status, queue)`` index,
-which only holds unfinished jobs in any number worth counting.
+most 168 rows per queue, type and origin, however many jobs ran. Windows that
+are not whole hours (the failure-rate alert's last hour) are counted from the
+Job rows by the same aggregation (``finished_totals``). Counts of the current
+state (waiting, active, ...) come from the ``(status, queue)`` index, which
+only holds unfinished jobs in any number worth counting.
 
 Hours before ``sealed_until()`` (the watermark less an hour) are sealed: the
 duty never recounts them, which is what lets ``/metrics`` read them as
-counters that only rise (``jobs.ops.counters``). No hour older than
+counters that only rise (``jobs.ops.counters``), its live part since the seal
+line counted by the same aggregation (``finished_since``). No hour older than
 ``recount_horizon()`` is recounted at all: the cleanup may have deleted its
 Job rows, and its buckets (never pruned) are then the only record.
+
+Domain apps add counts of their own units (campaigns: emails sent, bounced
+and failed, not email jobs) with ``register_work_counter``; the console and
+the weekly report show them.
 """
 
 from __future__ import annotations
@@ -21,16 +36,17 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Count, DurationField, ExpressionWrapper, F, Q, Sum, Value, When
+from django.db.models import Case, Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
+from jobs.core.origin import JobOrigin
 from jobs.core.queues import queue_names
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.models.stats import JobStatsBucket, StatsWatermark
@@ -43,6 +59,16 @@ DURATION_BOUNDS_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 1
 ROLLUP = "job-stats"
 FINISHED_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 _WAITING_AND_ACTIVE = tuple(status.value for status in ACTIVE_STATUSES)
+#: What the console's and the report's queue figures, the failure-rate alert and the datasets'
+#: customer rows count: jobs customers asked for. Everything else is counted apart.
+CUSTOMER_WORK: tuple[str, ...] = (JobOrigin.CUSTOMER.value,)
+#: The order the other origins are shown in ("system" sections).
+OTHER_WORK: tuple[str, ...] = (
+    JobOrigin.CHILD.value,
+    JobOrigin.SCHEDULE.value,
+    JobOrigin.CANARY.value,
+    JobOrigin.MAINTENANCE.value,
+)
 
 
 def floor_hour(moment: datetime) -> datetime:
@@ -65,25 +91,16 @@ def _histogram_slot() -> Case:
     return Case(*whens, default=Value(len(DURATION_BOUNDS_S)))
 
 
-def _hour_buckets(hour: datetime) -> list[JobStatsBucket]:
-    return _finished_buckets(hour, Q(finished_at__gte=hour, finished_at__lt=hour + HOUR))
+def _aggregate(jobs: QuerySet[Any]) -> dict[tuple[str, str, str], Totals]:
+    """Finished jobs of ``jobs`` summed per (queue, type, origin): the one count every reader builds on.
 
-
-def finished_since(moment: datetime) -> list[JobStatsBucket]:
-    """Unsaved buckets, labelled ``moment``, of every job finished at or after it: the counters' unsealed part.
-
-    Counted by the very code that fills the hourly buckets, so the hand-over from
-    this live count to a sealed bucket neither loses nor adds a job.
+    ``jobs`` may be a historical model's queryset (the origin migration recounts with it).
     """
-    return _finished_buckets(moment, Q(finished_at__gte=moment))
-
-
-def _finished_buckets(hour: datetime, finished: Q) -> list[JobStatsBucket]:
     rows = (
-        Job.objects.filter(finished, status__in=FINISHED_STATUSES)
+        jobs.filter(status__in=FINISHED_STATUSES)
         .annotate(run_time=ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField()))
         .annotate(slot=_histogram_slot())
-        .values("queue", "type", "status", "slot")
+        .values("queue", "type", "origin", "status", "slot")
         .annotate(
             jobs=Count("id"),
             retried=Count("id", filter=Q(attempts__gt=1)),
@@ -92,31 +109,57 @@ def _finished_buckets(hour: datetime, finished: Q) -> list[JobStatsBucket]:
         )
         .order_by()
     )
-    now = timezone.now()
-    buckets: dict[tuple[str, str], JobStatsBucket] = {}
+    totals: dict[tuple[str, str, str], Totals] = {}
     for row in rows:
-        bucket = buckets.get((row["queue"], row["type"]))
-        if bucket is None:
-            bucket = JobStatsBucket(
-                queue=row["queue"],
-                type=row["type"],
-                hour=hour,
-                duration_histogram=[0] * (len(DURATION_BOUNDS_S) + 1),
-                computed_at=now,
-            )
-            buckets[(row["queue"], row["type"])] = bucket
-        bucket.retried += row["retried"]
+        total = totals.setdefault((row["queue"], row["type"], row["origin"]), Totals())
+        total.retried += row["retried"]
         if row["status"] == JobStatus.FAILED:
-            bucket.failed += row["jobs"]
+            total.failed += row["jobs"]
         elif row["status"] == JobStatus.CANCELLED:
-            bucket.cancelled += row["jobs"]
+            total.cancelled += row["jobs"]
         else:
-            bucket.completed += row["jobs"]
+            total.completed += row["jobs"]
             if row["timed"]:
-                bucket.duration_count += row["timed"]
-                bucket.duration_sum_s += row["run_time_sum"].total_seconds()
-                bucket.duration_histogram[row["slot"]] += row["timed"]
-    return list(buckets.values())
+                total.duration_count += row["timed"]
+                total.duration_sum_s += row["run_time_sum"].total_seconds()
+                total.histogram[row["slot"]] += row["timed"]
+    return totals
+
+
+def hour_buckets(hour: datetime, job_model: Any = Job, bucket_model: Any = JobStatsBucket) -> list[Any]:
+    """The buckets of one hour, counted from the Job rows that finished in it (unsaved)."""
+    jobs = job_model.objects.filter(finished_at__gte=hour, finished_at__lt=hour + HOUR)
+    return _buckets(jobs, hour, bucket_model)
+
+
+def finished_since(moment: datetime) -> list[JobStatsBucket]:
+    """Unsaved buckets, labelled ``moment``, of every job finished at or after it: the counters' unsealed part.
+
+    Counted by the very code that fills the hourly buckets, so the hand-over from
+    this live count to a sealed bucket neither loses nor adds a job.
+    """
+    return _buckets(Job.objects.filter(finished_at__gte=moment), moment, JobStatsBucket)
+
+
+def _buckets(jobs: QuerySet[Any], hour: datetime, bucket_model: Any) -> list[Any]:
+    now = timezone.now()
+    return [
+        bucket_model(
+            queue=queue,
+            type=job_type,
+            origin=origin,
+            hour=hour,
+            completed=total.completed,
+            failed=total.failed,
+            cancelled=total.cancelled,
+            retried=total.retried,
+            duration_sum_s=total.duration_sum_s,
+            duration_count=total.duration_count,
+            duration_histogram=total.histogram,
+            computed_at=now,
+        )
+        for (queue, job_type, origin), total in _aggregate(jobs).items()
+    ]
 
 
 def _lock_rollup() -> StatsWatermark:
@@ -147,7 +190,7 @@ def roll_up_hour(hour: datetime) -> int:
         return 0
     with transaction.atomic():
         _lock_rollup()
-        buckets = _hour_buckets(start)
+        buckets = hour_buckets(start)
         JobStatsBucket.objects.filter(hour=start).delete()
         JobStatsBucket.objects.bulk_create(buckets)
     return len(buckets)
@@ -211,6 +254,19 @@ class Totals:
         for slot, count in enumerate(row["duration_histogram"][: len(self.histogram)]):
             self.histogram[slot] += count
 
+    def merge(self, other: Totals) -> None:
+        self.add(
+            {
+                "completed": other.completed,
+                "failed": other.failed,
+                "cancelled": other.cancelled,
+                "retried": other.retried,
+                "duration_sum_s": other.duration_sum_s,
+                "duration_count": other.duration_count,
+                "duration_histogram": other.histogram,
+            }
+        )
+
     @property
     def jobs(self) -> int:
         return self.completed + self.failed + self.cancelled
@@ -253,6 +309,7 @@ def histogram_percentile(histogram: list[int], fraction: float) -> float | None:
 
 _BUCKET_FIELDS = (
     "queue",
+    "origin",
     "hour",
     "completed",
     "failed",
@@ -264,38 +321,60 @@ _BUCKET_FIELDS = (
 )
 
 
-def _bucket_rows(start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
-    """Bucket rows of the hours starting in ``[floor_hour(start), end)``."""
-    yield from JobStatsBucket.objects.filter(hour__gte=floor_hour(start), hour__lt=end).values(*_BUCKET_FIELDS)
+def _bucket_rows(start: datetime, end: datetime, origins: Iterable[str] | None) -> Iterator[dict[str, Any]]:
+    """Bucket rows of the hours starting in ``[floor_hour(start), end)``, of ``origins`` (None: all)."""
+    buckets = JobStatsBucket.objects.filter(hour__gte=floor_hour(start), hour__lt=end)
+    if origins is not None:
+        buckets = buckets.filter(origin__in=list(origins))
+    yield from buckets.values(*_BUCKET_FIELDS)
 
 
-def totals_by_queue(start: datetime, end: datetime) -> dict[str, Totals]:
-    """Every queue of the queue table (and any other that has buckets), summed over the hours."""
+def totals_by_queue(start: datetime, end: datetime, origins: Iterable[str] = CUSTOMER_WORK) -> dict[str, Totals]:
+    """Every queue of the queue table (and any other that has buckets), summed over the hours.
+
+    Customer work only, unless ``origins`` says otherwise.
+    """
     totals: dict[str, Totals] = {name: Totals() for name in queue_names()}
-    for row in _bucket_rows(start, end):
+    for row in _bucket_rows(start, end, origins):
         totals.setdefault(row["queue"], Totals()).add(row)
     return totals
 
 
-def queue_summary(start: datetime, end: datetime) -> dict[str, dict[str, Any]]:
-    """Per queue: jobs finished in the hours from ``start`` to ``end``, and how they went.
+def totals_by_origin(start: datetime, end: datetime) -> dict[str, Totals]:
+    """Every origin (customer first, then ``OTHER_WORK``), summed over all queues and the hours."""
+    totals: dict[str, Totals] = {origin: Totals() for origin in (*CUSTOMER_WORK, *OTHER_WORK)}
+    for row in _bucket_rows(start, end, None):
+        totals.setdefault(row["origin"], Totals()).add(row)
+    return totals
+
+
+def summary(totals: Totals) -> dict[str, Any]:
+    """The figures a report shows for some finished jobs."""
+    return {
+        "jobs": totals.jobs,
+        "succeeded": totals.completed,
+        "failed": totals.failed,
+        "cancelled": totals.cancelled,
+        "success_rate": totals.success_rate,
+        "avg_duration_s": totals.avg_duration_s,
+        "p95_duration_s": totals.p95_duration_s,
+    }
+
+
+def queue_summary(start: datetime, end: datetime, origins: Iterable[str] = CUSTOMER_WORK) -> dict[str, dict[str, Any]]:
+    """Per queue: customer jobs (or ``origins``') finished in the hours from ``start`` to ``end``, and how they went.
 
     Hour granularity: an hour counts when it starts in ``[floor_hour(start), end)``.
     ``jobs`` counts completed, failed and cancelled jobs; durations are those of
     completed jobs (p95 read from the histogram, exact to its slot).
     """
-    return {
-        queue: {
-            "jobs": totals.jobs,
-            "succeeded": totals.completed,
-            "failed": totals.failed,
-            "cancelled": totals.cancelled,
-            "success_rate": totals.success_rate,
-            "avg_duration_s": totals.avg_duration_s,
-            "p95_duration_s": totals.p95_duration_s,
-        }
-        for queue, totals in totals_by_queue(start, end).items()
-    }
+    return {queue: summary(totals) for queue, totals in totals_by_queue(start, end, origins).items()}
+
+
+def other_work_summary(start: datetime, end: datetime) -> dict[str, dict[str, Any]]:
+    """Per origin other than a customer's (children, schedules, canaries, maintenance), all queues together."""
+    totals = totals_by_origin(start, end)
+    return {origin: summary(totals[origin]) for origin in totals if origin not in CUSTOMER_WORK}
 
 
 @dataclass(frozen=True)
@@ -310,14 +389,16 @@ class SeriesPoint:
         return self.failed / ran if ran else None
 
 
-def throughput_series(end: datetime, periods: int, step: timedelta) -> dict[str, list[SeriesPoint]]:
+def throughput_series(
+    end: datetime, periods: int, step: timedelta, origins: Iterable[str] = CUSTOMER_WORK
+) -> dict[str, list[SeriesPoint]]:
     """Per queue, ``periods`` consecutive periods of ``step`` (whole hours), the last one ending with ``end``'s hour."""
     stop = floor_hour(end) + HOUR
     first = stop - step * periods
     counts: dict[str, list[list[int]]] = defaultdict(lambda: [[0, 0] for _ in range(periods)])
     for name in queue_names():
         counts[name]  # noqa: B018 - every queue gets a series, busy or not
-    for row in _bucket_rows(first, stop):
+    for row in _bucket_rows(first, stop, origins):
         index = int((row["hour"] - first) // step)
         if 0 <= index < periods:
             counts[row["queue"]][index][0] += row["completed"]
@@ -326,6 +407,58 @@ def throughput_series(end: datetime, periods: int, step: timedelta) -> dict[str,
         queue: [SeriesPoint(first + step * i, done, failed) for i, (done, failed) in enumerate(points)]
         for queue, points in counts.items()
     }
+
+
+# -- windows that are not whole hours, counted from the Job rows ------------------
+
+
+def finished_totals(
+    since: datetime, until: datetime | None = None, origins: Iterable[str] = CUSTOMER_WORK
+) -> dict[str, Totals]:
+    """Per queue, the jobs of ``origins`` that finished in ``[since, until)`` (the ``finished_at`` index)."""
+    jobs = Job.objects.filter(finished_at__gte=since, origin__in=list(origins))
+    if until is not None:
+        jobs = jobs.filter(finished_at__lt=until)
+    totals: dict[str, Totals] = {}
+    for (queue, _type, _origin), total in _aggregate(jobs).items():
+        totals.setdefault(queue, Totals()).merge(total)
+    return totals
+
+
+# -- a domain app's own units (emails, not email jobs) ---------------------------
+
+
+@dataclass(frozen=True)
+class WorkCounter:
+    """Units of work a domain app counts itself, shown next to a queue's jobs.
+
+    ``count(start, end)`` answers outcome -> number for the units finished in
+    ``[start, end)`` (campaigns: ``{"sent": .., "bounced": .., "failed": ..}``).
+    """
+
+    name: str
+    queue: str
+    count: Callable[[datetime, datetime], dict[str, int]]
+
+
+_counters: dict[str, WorkCounter] = {}
+
+
+def register_work_counter(name: str, queue: str, count: Callable[[datetime, datetime], dict[str, int]]) -> None:
+    """Have the console and the weekly report show ``name`` (call from the app's ``ready()``)."""
+    _counters[name] = WorkCounter(name, queue, count)
+
+
+def work_counts(start: datetime, end: datetime) -> dict[str, tuple[str, dict[str, int] | None]]:
+    """Every registered counter: name -> (queue, counts); counts None when the counter failed (logged)."""
+    counts: dict[str, tuple[str, dict[str, int] | None]] = {}
+    for counter in _counters.values():
+        try:
+            counts[counter.name] = (counter.queue, dict(counter.count(start, end)))
+        except Exception:
+            logger.exception("Work counter %r failed", counter.name)
+            counts[counter.name] = (counter.queue, None)
+    return counts
 
 
 def live_counts() -> dict[str, dict[str, int]]:

@@ -6,6 +6,9 @@ the page takes the ``jobs.view_job`` permission, pausing a queue
 roll-ups in ``jobs.ops.stats``, so the page costs the same with millions of jobs.
 Per queue it shows the queue table's cap on one owner's running jobs and the
 busiest owners (fair dispatch's buckets, ``jobs.worker.fairqueue``), read from Redis.
+The queues' finished-job figures count customer work only; child jobs,
+schedules' jobs, canaries and maintenance have their own "system" section,
+and the units the apps count (emails) theirs.
 """
 
 from __future__ import annotations
@@ -29,11 +32,21 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 
 from jobs.core.access import CONTROL_PERMISSION
-from jobs.core.origin import AuditAction, Origin, Via
+from jobs.core.origin import AuditAction, JobOrigin, Origin, Via
 from jobs.core.queues import UnknownQueue, all_queues
 from jobs.dispatch.fairness import SYSTEM_BUCKET
 from jobs.ops.health import live_workers
-from jobs.ops.stats import HOUR, Totals, live_counts, throughput_series, totals_by_queue
+from jobs.ops.stats import (
+    CUSTOMER_WORK,
+    HOUR,
+    Totals,
+    floor_hour,
+    live_counts,
+    throughput_series,
+    totals_by_origin,
+    totals_by_queue,
+    work_counts,
+)
 from jobs.state.audit import record_audit
 from jobs.web.charts import throughput_chart
 from jobs.worker.broker import OwnerLoad
@@ -86,6 +99,48 @@ class QueueRow:
     def failure_rate(self) -> str:
         rate = self.last_24h.failure_rate
         return "—" if rate is None else f"{rate:.1%}"
+
+
+@dataclass(frozen=True)
+class OtherWorkRow:
+    """Finished jobs of one origin other than a customer's (all queues), last 24 hours."""
+
+    origin: str
+    label: str
+    totals: Totals
+
+    @property
+    def failure_rate(self) -> str:
+        rate = self.totals.failure_rate
+        return "—" if rate is None else f"{rate:.1%}"
+
+    @property
+    def avg_duration(self) -> str:
+        return _seconds(self.totals.avg_duration_s)
+
+
+@dataclass(frozen=True)
+class CounterRow:
+    """A unit an app counts itself (emails), last 24 hours; ``counts`` None when the count failed."""
+
+    name: str
+    queue: str
+    counts: dict[str, int] | None
+
+
+def other_work_rows(now: datetime) -> list[OtherWorkRow]:
+    """The "system" section: children, schedules' jobs, canaries and maintenance, each apart."""
+    totals = totals_by_origin(now - timedelta(hours=23), now + HOUR)
+    return [
+        OtherWorkRow(origin, JobOrigin(origin).label, row)
+        for origin, row in totals.items()
+        if origin not in CUSTOMER_WORK
+    ]
+
+
+def counter_rows(now: datetime) -> list[CounterRow]:
+    counts = work_counts(floor_hour(now) - timedelta(hours=23), now)
+    return [CounterRow(name, queue, values) for name, (queue, values) in counts.items()]
 
 
 def _seconds(value: float | None) -> str:
@@ -188,6 +243,8 @@ def queue_overview(request: HttpRequest) -> HttpResponse:
         **admin.site.each_context(request),
         "title": "Queues",
         "rows": rows,
+        "other_work": other_work_rows(now),
+        "counters": counter_rows(now),
         "redis_ok": redis_ok,
         "now": now,
         "may_pause": request.user.has_perm(PAUSE_PERMISSION),

@@ -338,6 +338,19 @@ class ConveyorRedisBroker(RedisBroker):
             filed, inbox = pipe.execute()
         return int(filed or 0) + int(inbox or 0)
 
+    def others_waiting(self, queue_name: str, owner: str, *, high: bool) -> bool:
+        """Whether another owner has a message waiting that fair dispatch would serve next to ``owner``'s:
+        in the high ring, or in either ring when ``owner``'s own job is not high priority."""
+        base = self.queue_key(queue_name)
+        rings = [f"{base}.fq.h"] if high else [f"{base}.fq.h", f"{base}.fq.n"]
+        with self.client.pipeline(transaction=False) as pipe:
+            for ring in rings:
+                pipe.zcard(ring)
+                pipe.zscore(ring, owner)
+            replies = pipe.execute()
+        counts, own_scores = replies[::2], replies[1::2]
+        return any(int(count) - (own is not None) > 0 for count, own in zip(counts, own_scores, strict=True))
+
     def owner_load(self, queue_name: str, limit: int = 1000) -> list[OwnerLoad]:
         """Per owner of a queue, the messages waiting and running (fetched, not yet settled), busiest first."""
         flat = self._owner_load_script(keys=[self.queue_key(queue_name)], args=[limit])

@@ -28,8 +28,9 @@ WHITE = "rgb(255, 255, 255)"
 SCREENSHOTS = ROOT / "var" / "screenshots" / "admin-console"
 
 
-def _finished(status: str, **fields: object) -> Job:
-    job = build_job(job_type="canary", queue="maintenance", actor="canary_maintenance", arguments={"queue": "x"})
+def _finished(status: str, job_type: str = "test-record-run", **fields: object) -> Job:
+    """A finished job; a customer's type by default (the queue rows count customer work only)."""
+    job = build_job(job_type=job_type, queue="maintenance", actor="canary_maintenance", arguments={"queue": "x"})
     now = timezone.now()
     job.status, job.started_at, job.finished_at = status, now - timedelta(seconds=2), now
     for key, value in fields.items():
@@ -57,10 +58,11 @@ def _screenshot(page: Any, name: str, selector: str | None = None) -> None:
 
 
 def test_operator_signs_in_sees_the_queue_charts_and_retries_a_failed_job(web_server, page):
-    # Given an operator, a completed and a failed job, and statistics rolled up
+    # Given an operator, a completed and a failed job, a canary, and statistics rolled up
     operator = UserFactory(is_staff=True, is_superuser=True)
     _finished(JobStatus.COMPLETED)
     failed = _finished(JobStatus.FAILED, error_message="disk full")
+    _finished(JobStatus.COMPLETED, job_type="canary")
     roll_up()
 
     # When the operator opens the queue overview, they are sent to the admin's login and sign in
@@ -79,6 +81,12 @@ def test_operator_signs_in_sees_the_queue_charts_and_retries_a_failed_job(web_se
     drawn = page.locator("#section-maintenance svg.throughput-chart g.bar rect:not([height='0.0'])")
     assert drawn.count() >= 2  # the completed and the failed job's bars
     assert page.text_content("#queue-maintenance .failed-24h").strip() == "1"
+    # The canary is not in the queue's figures but in the System work section, on its own row
+    assert page.text_content("#queue-maintenance .completed-24h").strip() == "1"
+    assert page.locator("#system-work h2").is_visible()
+    assert page.text_content("#work-canary .completed").strip() == "1"
+    assert page.text_content("#work-maintenance .completed").strip() == "0"
+    _screenshot(page, "system-work", "#system-work")
 
     # When they select the failed job in the job list and run "retry"
     page.goto("/admin/jobs/job/?status__exact=failed")

@@ -10,6 +10,7 @@ from documents.models import Document, DocumentPage, DocumentStatus, PageSource,
 from jobs.dispatch.services import cancel_job
 from jobs.models import Job, JobStatus
 from tests.documents import pdfs
+from tests.factories import UserFactory
 from tests.jobs.helpers import canary, reload, start, wait_status, wait_terminal
 from tests.workers import wait_for
 
@@ -223,3 +224,39 @@ def test_an_upload_gets_its_thumbnails_in_the_background(pools, user_api, media_
     assert sorted(detail["thumbnails"], key=int) == ["150", "300", "600"]
     image = user_api.get(f"/api/documents/{response.json()['id']}/thumbnails/600")
     assert image.status_code == 200 and image["Content-Type"] == "image/png"
+
+
+@pytest.mark.slow
+def test_a_page_range_lets_another_customers_waiting_ocr_in_between_its_batches(
+    pools, user, document_for, scanned_pages, media_root
+):
+    # Given customer A's twelve-page scan, read a page per batch on a single slot (its first range: pages 1-3)
+    pools(
+        "pdf-processing",
+        threads=1,
+        env={"MEDIA_ROOT": str(media_root), "OCR_BATCH_PAGES": "1", "OCR_DPI": "150"},
+    )
+    big = document_for(user, scanned_pages(12), pages=12)
+    a_job = start("pdf-ocr", user, file_id=str(big.id))
+    first_range = wait_for(
+        lambda: Job.objects.filter(parent=a_job, status=JobStatus.ACTIVE, arguments__first_page=1).first(),
+        timeout=60,
+        what="A's first range running",
+    )
+    assert first_range.arguments["last_page"] == 3
+    # When customer B asks for a one-page document's OCR while that range runs
+    other = UserFactory()
+    small = document_for(other, scanned_pages(1), pages=1)
+    b_job = start("pdf-ocr", other, file_id=str(small.id))
+    # Then B's document is read before A's range ends: the range handed its rest back after a batch
+    assert wait_terminal(b_job, timeout=120).status == JobStatus.COMPLETED
+    assert wait_terminal(a_job, timeout=180).status == JobStatus.COMPLETED
+    first_range = reload(first_range)
+    assert first_range.finished_at > reload(b_job).finished_at
+    # A yield is not an attempt, and the range's last run read only what was left
+    assert first_range.status == JobStatus.COMPLETED and first_range.attempts == 1
+    assert first_range.result["pages"] < 3
+    # Every page of A's document was read once
+    pages = DocumentPage.objects.filter(document=big)
+    assert set(pages.values_list("status", flat=True)) == {PageStatus.DONE}
+    assert set(pages.values_list("attempts", flat=True)) == {1}

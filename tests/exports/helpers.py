@@ -19,6 +19,7 @@ BASE = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)
 #: The job-metrics dataset's columns, in order (the weekly analytics CSV).
 JOB_METRICS_HEADER = [
     "queue",
+    "origin",
     "jobs",
     "completed",
     "failed",

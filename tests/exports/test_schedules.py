@@ -70,10 +70,11 @@ def test_weekly_analytics_schedule_exports_last_weeks_metrics_listed_for_staff(p
     assert export.owner is None and export.all_owners and export.job_id == job.id
     header, rows = read_csv(export_path(export).read_bytes())
     assert header == JOB_METRICS_HEADER
-    metrics = {row[0]: [Decimal(value) if value else None for value in row[1:]] for row in rows}
+    # A row per queue and origin (these jobs are customer work)
+    metrics = {(row[0], row[1]): [Decimal(value) if value else None for value in row[2:]] for row in rows}
     assert metrics == {
-        "email-sender": [1, 0, 0, 1, None, Decimal(1), Decimal(1)],
-        "thumbnails": [3, 2, 1, 0, Decimal("0.6667"), Decimal(4), Decimal(6)],
+        ("email-sender", "customer"): [1, 0, 0, 1, None, Decimal(1), Decimal(1)],
+        ("thumbnails", "customer"): [3, 2, 1, 0, Decimal("0.6667"), Decimal(4), Decimal(6)],
     }
     # And an operator finds it in the admin, and staff download it
     admin = Client()

@@ -184,10 +184,12 @@ def test_job_metrics_dataset_sums_each_queue_for_the_week(media_root, staff, use
     )
     header, rows = read_csv(export.file.open("rb").read())
     assert header == JOB_METRICS_HEADER
+    # One row per queue and origin: the seeded jobs are customer work (a job's default origin)
     by_queue = {row[0]: row for row in rows}
+    assert {row[1] for row in rows} == {"customer"}
     # even n -> thumbnails (0,2,4,6,8,10), failed when n % 3 == 0 (0, 6)
-    assert by_queue["thumbnails"][1:6] == ["6", "4", "2", "0", "0.6667"]
-    assert by_queue["maintenance"][1:6] == ["6", "4", "2", "0", "0.6667"]
+    assert by_queue["thumbnails"][2:7] == ["6", "4", "2", "0", "0.6667"]
+    assert by_queue["maintenance"][2:7] == ["6", "4", "2", "0", "0.6667"]
 
 
 def test_excel_export_beyond_a_sheets_rows_is_refused(media_root, user, monkeypatch):

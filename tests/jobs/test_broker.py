@@ -232,3 +232,16 @@ def test_message_ids_in_redis_sees_waiting_and_delayed_messages(broker):
     broker.enqueue(_message("now"))
     broker.enqueue(_message("later"), delay=60_000)
     assert broker.message_ids_in_redis("q") == {"now", "later"}
+
+
+def test_others_waiting_sees_only_other_owners_at_the_same_priority_or_above(broker):
+    broker.enqueue(_message("a1", owner="a"))
+    assert not broker.others_waiting("q", "a", high=False)
+    broker.enqueue(_message("b1", owner="b"))
+    assert broker.others_waiting("q", "a", high=False)
+    # A high job of a's does not make way for b's normal one
+    assert not broker.others_waiting("q", "a", high=True)
+    broker.enqueue(_message("c1", priority="high", owner="c"))
+    assert broker.others_waiting("q", "a", high=True)
+    assert _fetch(broker, 3) == ["c1", "a1", "b1"]
+    assert not broker.others_waiting("q", "a", high=False)

@@ -36,7 +36,10 @@ from tests.workers import ROOT, database_url, wait_for
 NOW = datetime(2026, 3, 4, 12, 30, tzinfo=UTC)
 
 
-def _job(status: str = JobStatus.QUEUED, *, queue: str = "maintenance", job_type: str = "canary", **fields: Any) -> Job:
+def _job(
+    status: str = JobStatus.QUEUED, *, queue: str = "maintenance", job_type: str = "test-record-run", **fields: Any
+) -> Job:
+    # A customer's type: the queue figures count customer work only (canaries are system work).
     job = build_job(job_type=job_type, queue=queue, actor="canary_" + queue.replace("-", "_"), arguments={})
     job.status = status
     for key, value in fields.items():

@@ -266,3 +266,14 @@ def test_messages_given_back_on_shutdown_leave_no_running_count(pools):
     wait_all_completed(held, timeout=60)
     assert sorted(recorded("done")) == sorted([running, *held])
     wait_for(lambda: not _running_counts(queue), timeout=10, what=f"no running count ({_running_counts(queue)})")
+
+
+@pytest.mark.django_db
+def test_a_fan_out_parent_is_charged_its_own_run_not_its_childrens_work():
+    from jobs.dispatch.fairness import FAN_OUT_RUN_COST_S, job_cost
+
+    # A parent's estimate covers its children, which are charged as they are sent
+    parent = Job(type="test-fanout", estimated_duration_s=600.0)
+    child = Job(type="test-record-run", estimated_duration_s=600.0)
+    assert job_cost(parent) == FAN_OUT_RUN_COST_S
+    assert job_cost(child) == 600.0

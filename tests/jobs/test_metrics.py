@@ -16,6 +16,7 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobs.core.origin import JobOrigin
 from jobs.dispatch.canaries import send_canaries
 from jobs.dispatch.services import build_job, create_jobs
 from jobs.models import TERMINAL_STATUSES, Job, JobStatus
@@ -30,9 +31,9 @@ from tests.workers import wait_for
 TOKEN = "metrics-test-token"
 #: Name, type and labels of every family, as the docstring table of jobs/web/api/metrics.py lists them.
 FAMILIES = {
-    "conveyor_jobs_finished": ("counter", {"queue", "type", "status"}),
-    "conveyor_job_retries": ("counter", {"queue", "type"}),
-    "conveyor_job_duration_seconds": ("histogram", {"queue", "type"}),
+    "conveyor_jobs_finished": ("counter", {"queue", "type", "origin", "status"}),
+    "conveyor_job_retries": ("counter", {"queue", "type", "origin"}),
+    "conveyor_job_duration_seconds": ("histogram", {"queue", "type", "origin"}),
     "conveyor_jobs_unfinished": ("gauge", {"queue", "type", "status"}),
     "conveyor_queue_depth": ("gauge", {"queue"}),
     "conveyor_workers": ("gauge", {"queue"}),
@@ -135,11 +136,19 @@ def _assert_none_went_down(before: Series, after: Series) -> None:
 
 
 def _finished(
-    job_type: str, queue: str, status: str, finished_at: Any, *, run_s: float = 1.0, attempts: int = 1
+    job_type: str,
+    queue: str,
+    status: str,
+    finished_at: Any,
+    *,
+    run_s: float = 1.0,
+    attempts: int = 1,
+    origin: str = JobOrigin.CUSTOMER,
 ) -> Job:
     return Job.objects.create(
         type=job_type,
         queue=queue,
+        origin=origin,
         actor="test",
         status=status,
         attempts=attempts,
@@ -160,7 +169,7 @@ def _job(actor: str, job_type: str, **arguments: Any) -> Job:
     return create_jobs([job])[0]
 
 
-def test_metrics_report_counters_histograms_and_gauges_by_queue_and_type(
+def test_metrics_report_counters_histograms_and_gauges_by_queue_type_and_origin(
     metrics_on, transactional_db, clean_redis, settings
 ):
     settings.JOBS_STATS_BACKFILL_HOURS = 2
@@ -175,27 +184,27 @@ def test_metrics_report_counters_histograms_and_gauges_by_queue_and_type(
     roll_up()
     # When Prometheus scrapes
     families = _parse(_scrape_client())
-    # Then finished jobs are counters by queue, type and status
+    # Then finished jobs are counters by queue, type, origin and status
     finished = families["conveyor_jobs_finished"]
-    csv = {"queue": "csv-export", "type": "csv-export"}
+    csv = {"queue": "csv-export", "type": "csv-export", "origin": "customer"}
     assert _value(finished, "conveyor_jobs_finished_total", **csv, status="completed") == 2
     assert _value(finished, "conveyor_jobs_finished_total", **csv, status="failed") == 1
     assert _value(finished, "conveyor_jobs_finished_total", **csv, status="cancelled") == 0
     assert _value(families["conveyor_job_retries"], "conveyor_job_retries_total", **csv) == 1
-    # Durations are a real histogram per queue and type
+    # Durations are a real histogram per queue, type and origin
     durations = families["conveyor_job_duration_seconds"]
     assert _value(durations, "conveyor_job_duration_seconds_count", **csv) == 2
     assert _value(durations, "conveyor_job_duration_seconds_bucket", **csv, le="0.5") == 1
     assert _value(durations, "conveyor_job_duration_seconds_bucket", **csv, le="30.0") == 2
     assert _value(durations, "conveyor_job_duration_seconds_bucket", **csv, le="+Inf") == 2
     assert _value(durations, "conveyor_job_duration_seconds_sum", **csv) == pytest.approx(20.3, abs=0.01)
-    thumbnails = {"queue": "thumbnails", "type": "thumbnail"}
+    thumbnails = {"queue": "thumbnails", "type": "thumbnail", "origin": "customer"}
     assert _value(durations, "conveyor_job_duration_seconds_count", **thumbnails) == 1
     _assert_histograms_are_whole(families)
     # Gauges: unfinished jobs by queue, type and status; Redis depth, workers, canary latency by queue
     unfinished = families["conveyor_jobs_unfinished"]
     assert _value(unfinished, "conveyor_jobs_unfinished", queue="maintenance", type="canary", status="queued") == 2
-    assert _value(unfinished, "conveyor_jobs_unfinished", **csv, status="active") == 0
+    assert _value(unfinished, "conveyor_jobs_unfinished", queue="csv-export", type="csv-export", status="active") == 0
     assert _value(families["conveyor_queue_depth"], "conveyor_queue_depth", queue="maintenance") == 2
     assert _value(families["conveyor_workers"], "conveyor_workers", queue="maintenance") == 0
     assert _value(families["conveyor_redis_up"], "conveyor_redis_up") == 1
@@ -205,11 +214,13 @@ def test_a_roll_up_that_seals_an_hour_hands_it_over_without_a_dip_or_a_double_co
     metrics_on, db, clean_redis, settings
 ):
     settings.JOBS_STATS_BACKFILL_HOURS = 2
-    # Given jobs finished in this hour, counted live after the first roll-up
+    # Given customer jobs and canaries finished in this hour, counted live after the first roll-up
     now = timezone.now()
     for _ in range(3):
         _finished("csv-export", "csv-export", JobStatus.COMPLETED, now - timedelta(seconds=5), run_s=4)
     failed = _finished("csv-export", "csv-export", JobStatus.FAILED, now - timedelta(seconds=5), attempts=3)
+    for _ in range(2):
+        _finished("csv-export", "csv-export", JobStatus.COMPLETED, now - timedelta(seconds=5), origin="canary")
     roll_up(now)
     line = sealed_until()
     assert line is not None and line <= now - timedelta(seconds=5)
@@ -220,10 +231,11 @@ def test_a_roll_up_that_seals_an_hour_hands_it_over_without_a_dip_or_a_double_co
     line = sealed_until()
     assert line is not None and line > now
     sealed = _counters(_parse(_scrape_client()))
-    # Then every counter reads the same: nothing lost, nothing counted twice
+    # Then every counter reads the same, origin by origin: nothing lost, nothing counted twice
     assert sealed == live
     completed = {"queue": "csv-export", "type": "csv-export", "status": "completed"}
-    assert live[("conveyor_jobs_finished_total", frozenset(completed.items()))] == 3
+    assert live[("conveyor_jobs_finished_total", frozenset({**completed, "origin": "customer"}.items()))] == 3
+    assert live[("conveyor_jobs_finished_total", frozenset({**completed, "origin": "canary"}.items()))] == 2
     # And a sealed hour is never recounted, so a job retried since does not lower its counters
     retry(failed, extra_attempts=1)
     roll_up(now + 4 * HOUR)
@@ -249,7 +261,7 @@ def test_cleanup_keeps_the_buckets_and_hours_past_its_horizon_are_never_recounte
     assert JobStatsBucket.objects.get(hour=floor_hour(long_ago)).completed == 2
     after = _counters(_parse(_scrape_client()))
     assert after == before
-    report = {"queue": "maintenance", "type": "report"}
+    report = {"queue": "maintenance", "type": "report", "origin": "customer"}
     assert after[("conveyor_jobs_finished_total", frozenset({**report, "status": "completed"}.items()))] == 2
 
 
@@ -281,15 +293,18 @@ def test_counters_only_rise_through_a_burst_a_roll_up_and_the_cleanup_and_agree_
         # Then the burst is counted on top, and nothing went down
         _assert_none_went_down(_counters(first), _counters(after_burst))
         finished = after_burst["conveyor_jobs_finished"]
-        record_run = {"queue": "maintenance", "type": "record-run"}
+        record_run = {"queue": "maintenance", "type": "record-run", "origin": "customer"}
         assert _value(finished, "conveyor_jobs_finished_total", **record_run, status="completed") == 6
         assert _value(finished, "conveyor_jobs_finished_total", **record_run, status="failed") == 2
-        fail_once = {"queue": "maintenance", "type": "fail-once"}
+        fail_once = {"queue": "maintenance", "type": "fail-once", "origin": "customer"}
         assert _value(finished, "conveyor_jobs_finished_total", **fail_once, status="completed") == 1
         assert _value(after_burst["conveyor_job_retries"], "conveyor_job_retries_total", **fail_once) == 1
         durations = after_burst["conveyor_job_duration_seconds"]
         assert _value(durations, "conveyor_job_duration_seconds_count", **record_run) == 6
-        assert _value(durations, "conveyor_job_duration_seconds_count", queue="csv-export", type="report") == 3
+        old_reports = {"queue": "csv-export", "type": "report", "origin": "customer"}
+        assert _value(durations, "conveyor_job_duration_seconds_count", **old_reports) == 3
+        boot_canaries = {"queue": "maintenance", "type": "canary", "origin": "canary", "status": "completed"}
+        assert _value(finished, "conveyor_jobs_finished_total", **boot_canaries) >= 1
         _assert_histograms_are_whole(after_burst)
         # When a roll-up seals the burst's hour, and the cleanup (retention 30 days) prunes the old jobs
         roll_up(timezone.now() + 2 * HOUR)

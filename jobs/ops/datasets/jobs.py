@@ -1,10 +1,16 @@
-"""The platform's own datasets: a user's job history and the per-queue job metrics (staff)."""
+"""The platform's own datasets: a user's job history and the per-queue job metrics (staff).
+
+Both carry each job's origin (``jobs.core.origin.JobOrigin``): the metrics
+have a row per queue and origin, so customer work is never summed with
+canaries, children, schedules' or maintenance jobs, as in ``jobs.ops.stats``.
+"""
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 
 from jobs.core.enums import JobStatus
+from jobs.core.origin import JobOrigin
 from jobs.core.queues import queue_names
 from jobs.models import Job
 from jobs.ops.datasets.spec import (
@@ -45,6 +51,7 @@ JOBS = register_dataset(
             "queue": Column("j.queue"),
             "status": Column("j.status"),
             "priority": Column("j.priority"),
+            "origin": Column("j.origin"),
             "attempts": Column("j.attempts"),
             "owner": Column("u.username"),
             "created_at": Column("j.created_at", kind="datetime"),
@@ -57,6 +64,7 @@ JOBS = register_dataset(
             "type": Filter("j.type", "exact", TEXT),
             "status": Filter("j.status", "in", choice(_JOB_STATUSES)),
             "queue": Filter("j.queue", "in", choice(queue_names())),
+            "origin": Filter("j.origin", "in", choice(JobOrigin.values)),
             "created_after": Filter("j.created_at", "gte", DATETIME),
             "created_before": Filter("j.created_at", "lt", DATETIME),
             "finished_after": Filter("j.finished_at", "gte", DATETIME),
@@ -75,6 +83,21 @@ JOBS = register_dataset(
         default_ordering="created_at",
         tiebreak="j.id",
         owner_sql="j.owner_id",
+        # ``origin`` is asked for by name (and filtered on): exports that name no fields keep their columns.
+        default_fields=[
+            "id",
+            "type",
+            "queue",
+            "status",
+            "priority",
+            "attempts",
+            "owner",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_s",
+            "error",
+        ],
     )
 )
 
@@ -91,10 +114,14 @@ _SECONDS = _seconds_between("j.started_at", "j.finished_at")
 JOB_METRICS = register_dataset(
     Dataset(
         name="job-metrics",
-        description="Per-queue job metrics (jobs, success rate, durations) of finished jobs; staff only.",
+        description=(
+            "Per-queue job metrics (jobs, success rate, durations) of finished jobs, a row per origin "
+            "(customer work apart from child, schedule, canary and maintenance jobs); staff only."
+        ),
         from_sql=lambda: f"{quoted_table(Job)} j",
         fields={
             "queue": Column("j.queue"),
+            "origin": Column("j.origin"),
             "jobs": Column("COUNT(*)"),
             "completed": Column(_COMPLETED),
             "failed": Column(_FAILED),
@@ -119,12 +146,13 @@ JOB_METRICS = register_dataset(
             "finished_after": Filter("j.finished_at", "gte", DATETIME),
             "finished_before": Filter("j.finished_at", "lt", DATETIME),
             "queue": Filter("j.queue", "in", choice(queue_names())),
+            "origin": Filter("j.origin", "in", choice(JobOrigin.values)),
         },
         orderings={"queue": "j.queue", "jobs": "COUNT(*)"},
         default_ordering="queue",
-        tiebreak="j.queue",
+        tiebreak="j.queue, j.origin",
         owner_sql=None,
-        group_by="j.queue",
+        group_by="j.queue, j.origin",
         staff_only=True,
     )
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from jobs.core.origin import JobOrigin
 from jobs.dispatch.registry import JobPlan, JobType, register_job_type
 
 CLEANUP_ACTOR = "run_cleanup"
@@ -23,5 +24,6 @@ CLEANUP = register_job_type(
         default_duration_s=60.0,
         staff_only=True,
         plan=lambda user, data: JobPlan(arguments={}),
+        origin=JobOrigin.MAINTENANCE,
     )
 )

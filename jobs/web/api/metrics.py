@@ -3,21 +3,30 @@
 No token configured: 404 (the endpoint does not exist). A request without a
 bearer token: 401; with a wrong one: 403; both as JSON.
 
-=================================  =========  ===================  ==============================================
-name (as exposed)                  type       labels               what
-=================================  =========  ===================  ==============================================
-conveyor_jobs_finished_total       counter    queue, type, status  jobs that finished; status: completed, failed,
-                                                                   cancelled
-conveyor_job_retries_total         counter    queue, type          finished jobs that needed more than one attempt
-conveyor_job_duration_seconds      histogram  queue, type          start-to-finish time of completed jobs:
-                                                                   ``_bucket{le}`` (cumulative, ``+Inf``),
-                                                                   ``_sum``, ``_count``
-conveyor_jobs_unfinished           gauge      queue, type, status  jobs now queued, scheduled, active or retrying
-conveyor_queue_depth               gauge      queue                messages waiting in Redis
-conveyor_workers                   gauge      queue                live worker processes (heartbeating, consuming)
-conveyor_canary_latency_seconds    gauge      queue                send-to-pickup time of the latest canary
-conveyor_redis_up                  gauge      (none)               1 when Redis answered this scrape
-=================================  =========  ===================  ==============================================
+=================================  =========  ===========================  ======================================
+name (as exposed)                  type       labels                       what
+=================================  =========  ===========================  ======================================
+conveyor_jobs_finished_total       counter    queue, type, origin, status  jobs that finished; status: completed,
+                                                                           failed, cancelled
+conveyor_job_retries_total         counter    queue, type, origin          finished jobs that needed more than
+                                                                           one attempt
+conveyor_job_duration_seconds      histogram  queue, type, origin          start-to-finish time of completed
+                                                                           jobs: ``_bucket{le}`` (cumulative,
+                                                                           ``+Inf``), ``_sum``, ``_count``
+conveyor_jobs_unfinished           gauge      queue, type, status          jobs now queued, scheduled, active or
+                                                                           retrying
+conveyor_queue_depth               gauge      queue                        messages waiting in Redis
+conveyor_workers                   gauge      queue                        live worker processes (heartbeating,
+                                                                           consuming)
+conveyor_canary_latency_seconds    gauge      queue                        send-to-pickup time of the latest
+                                                                           canary
+conveyor_redis_up                  gauge      (none)                       1 when Redis answered this scrape
+=================================  =========  ===========================  ======================================
+
+``origin`` is whose work a job was (``jobs.core.origin.JobOrigin``):
+``customer``, ``child``, ``schedule``, ``canary`` or ``maintenance``;
+customer work is ``origin="customer"``, and a sum over origins gives every
+job. The gauges are not split by origin.
 
 The Redis-side gauges have no ``type``: Redis holds messages per queue, and
 workers and canaries serve whole queues. The ``le`` bounds are
@@ -72,17 +81,17 @@ class ConveyorCollector(Collector):
         labels = list(BUCKET_LABELS)
         finished = CounterMetricFamily(
             "conveyor_jobs_finished_total",
-            "Jobs that finished (completed, failed or cancelled), by queue, type and final status",
+            "Jobs that finished (completed, failed or cancelled), by queue, type, origin and final status",
             labels=[*labels, "status"],
         )
         retries = CounterMetricFamily(
             "conveyor_job_retries_total",
-            "Finished jobs that needed more than one attempt, by queue and type",
+            "Finished jobs that needed more than one attempt, by queue, type and origin",
             labels=labels,
         )
         durations = HistogramMetricFamily(
             "conveyor_job_duration_seconds",
-            "Start-to-finish time of completed jobs, by queue and type",
+            "Start-to-finish time of completed jobs, by queue, type and origin",
             labels=labels,
         )
         for key, total in sorted(totals.items()):

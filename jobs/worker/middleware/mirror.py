@@ -29,7 +29,7 @@ from dramatiq.middleware.shutdown import Shutdown
 from jobs.core.context import RunningJob, current_job, set_current_job
 from jobs.core.enums import StopReason
 from jobs.core.exceptions import JobCancelled, JobTimedOut, Reschedule, RunSuperseded, note_retry, readable_reason
-from jobs.core.messages import ATTEMPT, JOB_OPTIONS, JOB_TYPE, MAX_ATTEMPTS, PARENT, SKIP_REASON
+from jobs.core.messages import ATTEMPT, JOB_OPTIONS, JOB_TYPE, MAX_ATTEMPTS, OWNER, PARENT, PRIORITY, SKIP_REASON
 from jobs.core.queues import UnknownQueue, get_queue
 from jobs.core.retry_policy import backoff_ms, is_permanent
 from jobs.dispatch.outcomes import child_finished, deliver_outcome, has_outcome_hooks
@@ -217,6 +217,8 @@ class JobMirror(Middleware):
                 thread_id=threading.get_ident(),
                 time_limit_s=time_limit,
                 parent_id=message.options.get(PARENT),
+                owner=str(message.options.get(OWNER, "")),
+                priority=str(message.options.get(PRIORITY, "normal")),
                 attempt=attempt,
                 worker_id=me,
             )
@@ -303,7 +305,8 @@ class JobMirror(Middleware):
             )
             if rescheduled and (delay_s <= DELAY_HORIZON_S()):
                 # Further ahead than the horizon, the reconciler sends it when due.
-                self._send_again(broker, message, attempt=attempt - 1, delay=int(delay_s * 1000))
+                # No delay: straight back to its owner's fair bucket, not through the delay queue.
+                self._send_again(broker, message, attempt=attempt - 1, delay=int(delay_s * 1000) or None)
             return
         if isinstance(exception, Shutdown):
             if _durably(lambda: transitions.requeue_after_shutdown(job_id, me, attempt, _redis_id(message))):
