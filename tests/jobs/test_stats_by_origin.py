@@ -9,7 +9,7 @@ customer's exports alone, and show the rest apart.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.test import Client
@@ -81,7 +81,7 @@ def an_hour_of_mixed_work(customer: Any, at: datetime, *, completed: int, failed
 @pytest.fixture
 def admin_client(db: None) -> Client:
     client = Client()
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    client.force_login(cast(Any, UserFactory(is_staff=True, is_superuser=True)))
     return client
 
 
