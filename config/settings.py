@@ -466,8 +466,6 @@ WORKER_ALIVE_HEARTBEAT_S = env_float("WORKER_ALIVE_HEARTBEAT_S", DRAMATIQ_HEARTB
 WORKER_CONSUMING_WITHIN_S = env_float("WORKER_CONSUMING_WITHIN_S", 150.0)
 # Bearer token of GET /metrics; unset, the endpoint answers 404.
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
-# Job durations in /metrics come from jobs finished within this window.
-METRICS_DURATION_WINDOW_S = env_int("METRICS_DURATION_WINDOW_S", 3600)
 SLACK_WEBHOOK_URL = env_str("SLACK_WEBHOOK_URL", "")
 PAGER_WEBHOOK_URL = env_str("PAGER_WEBHOOK_URL", "")
 ALERTS_EVALUATE_INTERVAL_S = env_float("ALERTS_EVALUATE_INTERVAL_S", 60.0)

@@ -2,15 +2,16 @@
 
 Older rows get theirs from what they recorded (``backfill_job_origin``); the
 statistics of the hours whose jobs are all still in the table are counted
-again per origin (``recount_stats``). Hours before the retention cut-off
-(``JOBS_RETENTION_DAYS``: the monthly cleanup deletes jobs that finished
-before it) keep their buckets, counted as customer work as they always were:
-their jobs may be gone, so nothing can split them.
+again per origin (``recount_stats``). Hours before the statistics' recount
+horizon (``jobs.ops.stats.recount_horizon``: ``JOBS_RETENTION_DAYS`` ago plus
+an hour, as the monthly cleanup deletes jobs that finished before the
+retention cut-off, and their children with them) keep their buckets, counted
+as customer work as they always were: their jobs may be gone, so nothing can
+split them.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.db import migrations, models
@@ -56,17 +57,16 @@ def recount_stats(apps: Any, schema_editor: Any) -> None:
     """Count again, per origin, every hour of the statistics whose jobs are all still in the table.
 
     The cleanup deletes jobs that finished before ``JOBS_RETENTION_DAYS`` ago
-    (children with their parent, which finished after them), so every hour
-    from that cut-off on still has all its jobs.
+    (children with their parent, which may have finished a little after it),
+    so every hour from ``recount_horizon()`` on still has all its jobs: the
+    same line the roll-up never recounts behind, which keeps ``/metrics``'
+    counters from dropping.
     """
-    from django.conf import settings
-    from django.utils import timezone
-
-    from jobs.ops.stats import hour_buckets
+    from jobs.ops.stats import hour_buckets, recount_horizon
 
     job = apps.get_model("jobs", "Job")
     bucket = apps.get_model("jobs", "JobStatsBucket")
-    cutoff = timezone.now() - timedelta(days=settings.JOBS_RETENTION_DAYS)
+    cutoff = recount_horizon()
     hours = bucket.objects.filter(hour__gte=cutoff).values_list("hour", flat=True).distinct()
     for hour in sorted(set(hours)):
         bucket.objects.filter(hour=hour).delete()

@@ -14,11 +14,17 @@ finished in them, plus any hour since its last run; each hour is replaced
 whole, so re-running is harmless and a job committed just after the hour
 turned is still counted. Readers sum ``JobStatsBucket`` rows: a week is at
 most 168 rows per queue, type and origin, however many jobs ran. Windows that
-are not whole hours (the failure-rate alert's last hour, ``/metrics``) are
-counted from the Job rows by the same aggregation (``finished_totals``,
-``recent_job_counts``). Counts of the current state (waiting, active, ...)
-come from the ``(status, queue)`` index, which only holds unfinished jobs in
-any number worth counting.
+are not whole hours (the failure-rate alert's last hour) are counted from the
+Job rows by the same aggregation (``finished_totals``). Counts of the current
+state (waiting, active, ...) come from the ``(status, queue)`` index, which
+only holds unfinished jobs in any number worth counting.
+
+Hours before ``sealed_until()`` (the watermark less an hour) are sealed: the
+duty never recounts them, which is what lets ``/metrics`` read them as
+counters that only rise (``jobs.ops.counters``), its live part since the seal
+line counted by the same aggregation (``finished_since``). No hour older than
+``recount_horizon()`` is recounted at all: the cleanup may have deleted its
+Job rows, and its buckets (never pruned) are then the only record.
 
 Domain apps add counts of their own units (campaigns: emails sent, bounced
 and failed, not email jobs) with ``register_work_counter``; the console and
@@ -42,7 +48,7 @@ from django.utils import timezone
 
 from jobs.core.origin import JobOrigin
 from jobs.core.queues import queue_names
-from jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job, JobStatus
+from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.models.stats import JobStatsBucket, StatsWatermark
 
 logger = logging.getLogger(__name__)
@@ -123,6 +129,19 @@ def _aggregate(jobs: QuerySet[Any]) -> dict[tuple[str, str, str], Totals]:
 def hour_buckets(hour: datetime, job_model: Any = Job, bucket_model: Any = JobStatsBucket) -> list[Any]:
     """The buckets of one hour, counted from the Job rows that finished in it (unsaved)."""
     jobs = job_model.objects.filter(finished_at__gte=hour, finished_at__lt=hour + HOUR)
+    return _buckets(jobs, hour, bucket_model)
+
+
+def finished_since(moment: datetime) -> list[JobStatsBucket]:
+    """Unsaved buckets, labelled ``moment``, of every job finished at or after it: the counters' unsealed part.
+
+    Counted by the very code that fills the hourly buckets, so the hand-over from
+    this live count to a sealed bucket neither loses nor adds a job.
+    """
+    return _buckets(Job.objects.filter(finished_at__gte=moment), moment, JobStatsBucket)
+
+
+def _buckets(jobs: QuerySet[Any], hour: datetime, bucket_model: Any) -> list[Any]:
     now = timezone.now()
     return [
         bucket_model(
@@ -149,9 +168,26 @@ def _lock_rollup() -> StatsWatermark:
     return StatsWatermark.objects.select_for_update().get(name=ROLLUP)
 
 
+def recount_horizon() -> datetime:
+    """The oldest hour start that may be recounted: the cleanup may have deleted Job rows of older hours.
+
+    The cleanup deletes jobs finished before ``JOBS_RETENTION_DAYS`` ago (and,
+    by cascade, their children); the extra hour spares children that finished
+    a little after their parent. Recounting such an hour would lower its
+    buckets, and with them the counters of ``/metrics``.
+    """
+    return timezone.now() - timedelta(days=settings.JOBS_RETENTION_DAYS) + HOUR
+
+
 def roll_up_hour(hour: datetime) -> int:
-    """Replace the buckets of the hour holding ``hour`` by a fresh count of its Job rows; returns their number."""
+    """Replace the buckets of the hour holding ``hour`` by a fresh count of its Job rows; returns their number.
+
+    An hour older than ``recount_horizon()`` keeps its buckets (returns 0).
+    """
     start = floor_hour(hour)
+    if start < recount_horizon():
+        logger.warning("Not recounting the hour of %s: older than the cleanup's horizon", start.isoformat())
+        return 0
     with transaction.atomic():
         _lock_rollup()
         buckets = hour_buckets(start)
@@ -167,19 +203,30 @@ def roll_up_hours(start: datetime, end: datetime) -> None:
 
 
 def roll_up(now: datetime | None = None) -> None:
-    """The scheduler duty: the hours since the last run, from the hour before it (late commits) to now."""
+    """The scheduler duty: the hours since the last run, from the hour before it (late commits) to now.
+
+    One transaction: the hours it seals are recounted in the same commit that
+    moves the watermark past them, so ``/metrics`` never sees an hour both in
+    a bucket and in its live count, nor in neither. It starts at the last
+    unsealed hour, even when ``now`` is earlier than the watermark.
+    """
     current = floor_hour(now or timezone.now())
-    rolled_until = StatsWatermark.objects.filter(name=ROLLUP).values_list("rolled_until", flat=True).first()
-    if rolled_until is None:
-        start = current - timedelta(hours=settings.JOBS_STATS_BACKFILL_HOURS)
-    else:
-        start = min(rolled_until, current) - HOUR
-    roll_up_hours(start, current)
     with transaction.atomic():
         watermark = _lock_rollup()
+        if watermark.rolled_until is None:
+            start = current - timedelta(hours=settings.JOBS_STATS_BACKFILL_HOURS)
+        else:
+            start = watermark.rolled_until - HOUR
+        roll_up_hours(start, current)
         if watermark.rolled_until is None or watermark.rolled_until < current:
             watermark.rolled_until = current
             watermark.save(update_fields=["rolled_until"])
+
+
+def sealed_until() -> datetime | None:
+    """Hours before this are sealed (never recounted by ``roll_up``); None before the first roll-up."""
+    rolled_until = StatsWatermark.objects.filter(name=ROLLUP).values_list("rolled_until", flat=True).first()
+    return None if rolled_until is None else rolled_until - HOUR
 
 
 # -- reading ------------------------------------------------------------------
@@ -376,31 +423,6 @@ def finished_totals(
     for (queue, _type, _origin), total in _aggregate(jobs).items():
         totals.setdefault(queue, Totals()).merge(total)
     return totals
-
-
-@dataclass(frozen=True)
-class RecentJobCounts:
-    """Jobs created since some moment: finished ones per (queue, origin, status), extra attempts per (queue, origin)."""
-
-    finished: dict[tuple[str, str, str], int]
-    extra_attempts: dict[tuple[str, str], int]
-
-
-def recent_job_counts(since: datetime) -> RecentJobCounts:
-    """``/metrics``' counts over the jobs created since ``since`` (the ``created_at`` index), per origin."""
-    recent = Job.objects.filter(created_at__gte=since)
-    finished = {
-        (row["queue"], row["origin"], row["status"]): row["n"]
-        for row in recent.filter(status__in=TERMINAL_STATUSES)
-        .values("queue", "origin", "status")
-        .annotate(n=Count("id"))
-        .order_by()
-    }
-    extra = {
-        (row["queue"], row["origin"]): row["n"] or 0
-        for row in recent.filter(attempts__gt=1).values("queue", "origin").annotate(n=Sum(F("attempts") - 1)).order_by()
-    }
-    return RecentJobCounts(finished, extra)
 
 
 # -- a domain app's own units (emails, not email jobs) ---------------------------

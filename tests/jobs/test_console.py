@@ -202,6 +202,7 @@ def _slot_bounds(seconds: float) -> tuple[float, float]:
 def test_roll_up_matches_the_job_rows(settings):
     # Given jobs that finished over several hours, on two queues, in every final state
     settings.JOBS_STATS_BACKFILL_HOURS = 6
+    settings.JOBS_RETENTION_DAYS = 3650  # NOW is months back: keep its hours within the cleanup's horizon
     for index in range(40):
         _finished(JobStatus.COMPLETED, NOW - timedelta(minutes=7 * index), 0.05 + index * 0.7)
     for index in range(5):
@@ -235,6 +236,7 @@ def test_roll_up_matches_the_job_rows(settings):
 @pytest.mark.django_db
 def test_roll_up_is_idempotent_and_recounts_the_previous_hour_for_late_commits(settings):
     settings.JOBS_STATS_BACKFILL_HOURS = 2
+    settings.JOBS_RETENTION_DAYS = 3650  # NOW is months back: keep its hours within the cleanup's horizon
     _finished(JobStatus.COMPLETED, NOW - timedelta(minutes=10), 2)
     roll_up(NOW)
     first = list(JobStatsBucket.objects.values("hour", "queue", "type", "completed", "duration_histogram"))

@@ -187,7 +187,9 @@ def test_two_failed_of_twenty_five_customer_jobs_fires_though_canaries_would_dil
 
 def test_metrics_label_finished_jobs_by_origin(settings, user, clean_redis):
     settings.METRICS_TOKEN = "metrics-test-token"
+    settings.JOBS_STATS_BACKFILL_HOURS = 2
     an_hour_of_mixed_work(user, timezone.now() - timedelta(seconds=30), completed=7, failed=3)
+    roll_up()  # the counters start at the first roll-up's seal line
     response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer metrics-test-token")
     families = {family.name: family for family in text_string_to_metric_families(response.content.decode())}
     finished = {

@@ -3,10 +3,44 @@
 No token configured: 404 (the endpoint does not exist). A request without a
 bearer token: 401; with a wrong one: 403; both as JSON.
 
-Every query is cheap on a job table of millions of rows: unfinished jobs are
-counted through the (status, queue) index; finished jobs, durations and
-retries only over jobs created within ``METRICS_DURATION_WINDOW_S`` (the
-created_at index).
+=================================  =========  ===========================  ======================================
+name (as exposed)                  type       labels                       what
+=================================  =========  ===========================  ======================================
+conveyor_jobs_finished_total       counter    queue, type, origin, status  jobs that finished; status: completed,
+                                                                           failed, cancelled
+conveyor_job_retries_total         counter    queue, type, origin          finished jobs that needed more than
+                                                                           one attempt
+conveyor_job_duration_seconds      histogram  queue, type, origin          start-to-finish time of completed
+                                                                           jobs: ``_bucket{le}`` (cumulative,
+                                                                           ``+Inf``), ``_sum``, ``_count``
+conveyor_jobs_unfinished           gauge      queue, type, status          jobs now queued, scheduled, active or
+                                                                           retrying
+conveyor_queue_depth               gauge      queue                        messages waiting in Redis
+conveyor_workers                   gauge      queue                        live worker processes (heartbeating,
+                                                                           consuming)
+conveyor_canary_latency_seconds    gauge      queue                        send-to-pickup time of the latest
+                                                                           canary
+conveyor_redis_up                  gauge      (none)                       1 when Redis answered this scrape
+conveyor_schedulers_live           gauge      (none)                       scheduler processes beating within
+                                                                           SCHEDULER_ALIVE_HEARTBEAT_S (absent
+                                                                           when Redis does not answer)
+=================================  =========  ===========================  ======================================
+
+``origin`` is whose work a job was (``jobs.core.origin.JobOrigin``):
+``customer``, ``child``, ``schedule``, ``canary`` or ``maintenance``;
+customer work is ``origin="customer"``, and a sum over origins gives every
+job. The gauges are not split by origin.
+
+The Redis-side gauges have no ``type``: Redis holds messages per queue, and
+workers and canaries serve whole queues. The ``le`` bounds are
+``jobs.ops.stats.DURATION_BOUNDS_S`` (a job exactly on a bound counts in the
+next bucket up: the roll-ups' slots are upper-exclusive).
+
+Counters and the histogram come from ``jobs.ops.counters.lifetime_totals``:
+sealed hourly roll-ups (never pruned) plus a live count since the seal line,
+so they only rise, outlive the monthly cleanup, and read the same from every
+web process; they have no series before the first roll-up. Unfinished jobs
+are counted through the ``(status, queue)`` index.
 """
 
 from __future__ import annotations
@@ -14,110 +48,89 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from itertools import accumulate
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from jobs.core.origin import JobOrigin
 from jobs.core.queues import queue_names
-from jobs.models import TERMINAL_STATUSES, Job, JobStatus
+from jobs.models import Job, JobStatus
+from jobs.ops.counters import BUCKET_LABELS, lifetime_totals
 from jobs.ops.health import last_canary_latency_ms, live_workers, queue_depths
 from jobs.ops.scheduling.presence import live_schedulers
-from jobs.ops.stats import recent_job_counts
+from jobs.ops.stats import DURATION_BOUNDS_S, Totals
 
 logger = logging.getLogger(__name__)
 
-#: Upper bounds (seconds) of the job duration histogram buckets.
-DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 UNFINISHED = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.ACTIVE, JobStatus.RETRYING)
+_LE = tuple(floatToGoString(bound) for bound in DURATION_BOUNDS_S) + ("+Inf",)
 
 
 class ConveyorCollector(Collector):
-    """Reads the job table and Redis once per scrape."""
+    """Reads the job table, the roll-ups and Redis once per scrape."""
 
     def collect(self) -> Iterator[Metric]:
-        since = timezone.now() - timedelta(seconds=settings.METRICS_DURATION_WINDOW_S)
-        window = f"{settings.METRICS_DURATION_WINDOW_S} s"
-        yield from self._unfinished()
-        yield from self._finished(since, window)
-        yield self._durations(since, window)
+        totals = lifetime_totals()
+        yield from self._counters(totals)
+        yield self._unfinished(set(totals))
         yield from self._redis_side()
         yield from self._schedulers()
 
-    def _unfinished(self) -> Iterator[Metric]:
+    def _counters(self, totals: dict[tuple[str, ...], Totals]) -> Iterator[Metric]:
+        labels = list(BUCKET_LABELS)
+        finished = CounterMetricFamily(
+            "conveyor_jobs_finished_total",
+            "Jobs that finished (completed, failed or cancelled), by queue, type, origin and final status",
+            labels=[*labels, "status"],
+        )
+        retries = CounterMetricFamily(
+            "conveyor_job_retries_total",
+            "Finished jobs that needed more than one attempt, by queue, type and origin",
+            labels=labels,
+        )
+        durations = HistogramMetricFamily(
+            "conveyor_job_duration_seconds",
+            "Start-to-finish time of completed jobs, by queue, type and origin",
+            labels=labels,
+        )
+        for key, total in sorted(totals.items()):
+            for status, count in (
+                (JobStatus.COMPLETED, total.completed),
+                (JobStatus.FAILED, total.failed),
+                (JobStatus.CANCELLED, total.cancelled),
+            ):
+                finished.add_metric([*key, status.value], count)
+            retries.add_metric(list(key), total.retried)
+            # The last slot holds everything slower than the last bound: +Inf is the sum of all of them.
+            cumulative = list(zip(_LE, accumulate(total.histogram), strict=True))
+            durations.add_metric(list(key), cumulative, total.duration_sum_s)
+        yield from (finished, retries, durations)
+
+    def _unfinished(self, known: set[tuple[str, ...]]) -> Metric:
         jobs = GaugeMetricFamily(
-            "conveyor_jobs_unfinished", "Jobs not finished yet, by queue and status", labels=["queue", "status"]
+            "conveyor_jobs_unfinished",
+            "Jobs not finished yet, by queue, type and status",
+            labels=["queue", "type", "status"],
         )
         counts = {
-            (row["queue"], row["status"]): row["n"]
+            (row["queue"], row["type"], row["status"]): row["n"]
             for row in Job.objects.filter(status__in=UNFINISHED)
-            .values("queue", "status")
+            .values("queue", "type", "status")
             .annotate(n=Count("id"))
             .order_by()
         }
-        for queue in queue_names():
+        # Every pair that ever ran shows 0 rather than vanishing when its last job finishes.
+        pairs = {(queue, job_type) for queue, job_type, _ in counts} | {(key[0], key[1]) for key in known}
+        for queue, job_type in sorted(pairs):
             for status in UNFINISHED:
-                jobs.add_metric([queue, status], counts.get((queue, status), 0))
-        yield jobs
-
-    def _finished(self, since: datetime, window: str) -> Iterator[Metric]:
-        # Per origin (customer, child, schedule, canary, maintenance), counted by jobs.ops.stats:
-        # customer work is `origin="customer"`, and a sum over origins gives every job.
-        finished = GaugeMetricFamily(
-            "conveyor_jobs_finished",
-            f"Jobs created within the last {window} that have finished, by queue, status and origin",
-            labels=["queue", "status", "origin"],
-        )
-        retries = GaugeMetricFamily(
-            "conveyor_job_retries",
-            f"Attempts beyond the first, of jobs created within the last {window}, by queue and origin",
-            labels=["queue", "origin"],
-        )
-        counts = recent_job_counts(since)
-        for queue in queue_names():
-            for origin in JobOrigin.values:
-                for status in TERMINAL_STATUSES:
-                    finished.add_metric([queue, status, origin], counts.finished.get((queue, origin, status), 0))
-                retries.add_metric([queue, origin], counts.extra_attempts.get((queue, origin), 0))
-        yield finished
-        yield retries
-
-    def _durations(self, since: object, window: str) -> Metric:
-        histogram = HistogramMetricFamily(
-            "conveyor_job_duration_seconds",
-            f"Start-to-finish time of jobs completed, created within the last {window}, by type",
-            labels=["type"],
-        )
-        duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-        buckets = {
-            f"le_{index}": Count("id", filter=Q(duration__lte=timedelta(seconds=bound)))
-            for index, bound in enumerate(DURATION_BUCKETS)
-        }
-        rows = (
-            Job.objects.filter(
-                created_at__gte=since,
-                status=JobStatus.COMPLETED,
-                started_at__isnull=False,
-                finished_at__isnull=False,
-            )
-            .annotate(duration=duration)
-            .values("type")
-            .annotate(count=Count("id"), total=Sum("duration"), **buckets)
-            .order_by("type")
-        )
-        for row in rows:
-            cumulative = [(str(float(bound)), row[f"le_{index}"]) for index, bound in enumerate(DURATION_BUCKETS)]
-            cumulative.append(("+Inf", row["count"]))
-            total = row["total"].total_seconds() if row["total"] is not None else 0.0
-            histogram.add_metric([row["type"]], cumulative, total)
-        return histogram
+                jobs.add_metric([queue, job_type, status.value], counts.get((queue, job_type, status), 0))
+        return jobs
 
     def _redis_side(self) -> Iterator[Metric]:
         redis_up = GaugeMetricFamily("conveyor_redis_up", "1 when Redis answered this scrape")
@@ -180,4 +193,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"detail": "wrong metrics token"}, status=403)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ConveyorCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    # The classic text format (0.0.4), which every Prometheus reads: our names need none of 1.0.0's UTF-8 escaping.
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)
