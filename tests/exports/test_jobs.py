@@ -83,7 +83,7 @@ def test_weekly_job_metrics_job_exports_a_staff_csv(pools, media_root, staff, ma
     export = Export.objects.get(id=job.result["export_id"])
     assert export.owner is None and export.dataset == "job-metrics" and export.status == ExportStatus.COMPLETED
     header, _ = read_csv((media_root / export.file.name).read_bytes())
-    assert header[:3] == ["queue", "jobs", "completed"]
+    assert header[:4] == ["queue", "origin", "jobs", "completed"]
     staff_client = APIClient()
     staff_client.force_authenticate(staff)
     assert staff_client.get(job.result["download_url"]).status_code == 200

@@ -104,7 +104,8 @@ def test_fan_out_children_are_child_work_in_their_parents_owners_bucket(pools, u
 def test_jobs_that_a_maintenance_run_starts_are_maintenance_too(pools, staff_api, user, media_root):
     # Given a customer's ready document without thumbnails
     DocumentFactory(owner=user, status=DocumentStatus.READY, thumbnails={})
-    pools("thumbnails", threads=2, env={"MEDIA_ROOT": str(media_root)})
+    # (maintenance leaves documents younger than THUMBNAIL_MAINTENANCE_MIN_AGE_S to their upload's own job)
+    pools("thumbnails", threads=2, env={"MEDIA_ROOT": str(media_root), "THUMBNAIL_MAINTENANCE_MIN_AGE_S": "0"})
     # When thumbnail maintenance runs on a real worker
     maintenance = wait_terminal(_posted(staff_api, "thumbnail-maintenance", {}), timeout=60)
     assert maintenance.status == JobStatus.COMPLETED, maintenance.error_message
