@@ -23,6 +23,9 @@ _TEST_DEFAULTS = {
     "JOBS_PROGRESS_MIN_INTERVAL_S": "0.05",
     "JOBS_WATCHDOG_INTERVAL_S": "0.1",
     "CONN_MAX_AGE": "0",
+    # Tests change workers and queues and then read /workers/health at once: no kept report
+    # (tests/jobs/test_health.py sets it to test the cache itself).
+    "HEALTH_CACHE_S": "0",
     # The suite signs in and starts jobs far faster than a person; tests/security/test_throttling.py
     # starts its server with the production rates.
     "THROTTLE_LOGIN_ADDRESS": "off",

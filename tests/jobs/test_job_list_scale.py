@@ -1,0 +1,182 @@
+"""The job list at millions of rows (issue 18): bounded counts, indexed search, and no index that status changes write.
+
+The sizes here are small; what is checked is that the answers stay right
+with the cheap paths (bench/scale.py measures their speed at 2,000,000 jobs).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any, cast
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from jobs.dispatch.services import build_job, create_jobs
+from jobs.models import Job, JobStatus
+from jobs.web import paging
+from jobs.web.admin.search import id_prefix_range, search_jobs
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/jobs/job/"
+
+
+def _job(status: str = JobStatus.COMPLETED, *, days_ago: float = 0, job_type: str = "canary", **fields: Any) -> Job:
+    job = build_job(job_type=job_type, queue="maintenance", actor="canary_maintenance", arguments={})
+    job.status = status
+    job.created_at = timezone.now() - timedelta(days=days_ago)
+    for key, value in fields.items():
+        setattr(job, key, value)
+    return create_jobs([job])[0]
+
+
+@pytest.fixture
+def admin_client() -> Client:
+    client = Client()
+    client.force_login(cast(Any, UserFactory(is_staff=True, is_superuser=True)))
+    return client
+
+
+def _listed(client: Client, query: str) -> set[str]:
+    response = client.get(f"{CHANGELIST}?{query}")
+    assert response.status_code == 200
+    return {str(job.pk) for job in response.context["cl"].result_list}
+
+
+# -- search ---------------------------------------------------------------------------------------
+
+
+def test_search_by_a_whole_id_finds_that_job_of_any_age(admin_client):
+    old = _job(days_ago=400)
+    _job()
+    assert _listed(admin_client, f"q={old.pk}") == {str(old.pk)}
+
+
+def test_search_by_the_first_characters_of_an_id_finds_the_jobs_whose_id_starts_so(admin_client):
+    # Given two old jobs whose ids share their first 8 hex digits, and one that does not
+    first = _job(days_ago=400, id=uuid.UUID("abcdef01-0000-4000-8000-000000000001"))
+    second = _job(days_ago=200, id=uuid.UUID("abcdef01-ffff-4fff-bfff-ffffffffffff"))
+    _job(id=uuid.UUID("abcdef02-0000-4000-8000-000000000000"))
+    # Then its start, with or without dashes, finds exactly the two
+    assert _listed(admin_client, "q=abcdef01") == {str(first.pk), str(second.pk)}
+    assert _listed(admin_client, "q=ABCDEF01-ffff") == {str(second.pk)}
+    # And fewer than 4 hex digits is not an id's start
+    assert id_prefix_range("abc") is None and id_prefix_range("abcd") is not None
+
+
+def test_search_by_error_text_finds_failed_jobs_of_any_age_and_other_jobs_only_within_the_bound(admin_client, settings):
+    settings.JOBS_SEARCH_RECENT_DAYS = 7
+    # Given the same error text on failed jobs old and new, and on other jobs inside and beyond the bound
+    old_failed = _job(JobStatus.FAILED, days_ago=90, error_message="Disk quota exceeded on /var/spool")
+    new_failed = _job(JobStatus.FAILED, error_message="disk QUOTA exceeded")
+    recent_retrying = _job(JobStatus.RETRYING, days_ago=6, error_message="disk quota exceeded (attempt 1)")
+    _job(JobStatus.RETRYING, days_ago=8, error_message="disk quota exceeded (attempt 2)")
+    _job(JobStatus.CANCELLED, days_ago=30, error_message="disk quota exceeded, cancelled")
+    _job(JobStatus.FAILED, days_ago=90, error_message="something else")
+    # Then failed jobs are found at any age (case-insensitively), the others only within the bound
+    expected = {str(old_failed.pk), str(new_failed.pk), str(recent_retrying.pk)}
+    assert _listed(admin_client, "q=disk+quota+exceeded") == expected
+    # And when the bound grows, the older non-failed ones are found too
+    settings.JOBS_SEARCH_RECENT_DAYS = 60
+    assert len(_listed(admin_client, "q=disk+quota+exceeded")) == 5
+
+
+def test_search_by_argument_text_is_bounded_too(admin_client, settings):
+    settings.JOBS_SEARCH_RECENT_DAYS = 7
+    recent = _job(days_ago=1, arguments={"document_id": "invoice-4711"})
+    _job(days_ago=30, arguments={"document_id": "invoice-4711"})
+    assert _listed(admin_client, "q=invoice-4711") == {str(recent.pk)}
+
+
+def test_the_page_says_what_the_search_covers_and_its_bound(admin_client, settings):
+    settings.JOBS_SEARCH_RECENT_DAYS = 3
+    page = admin_client.get(CHANGELIST).content.decode()
+    assert "created in the last 3 days (JOBS_SEARCH_RECENT_DAYS)" in page
+    assert "failed jobs (any age)" in page
+
+
+def test_search_by_error_text_of_failed_jobs_can_use_the_partial_trigram_index():
+    # The index's expression must be the one Django's icontains writes, or the planner cannot use it.
+    found = search_jobs(Job.objects.all(), "mailbox unavailable")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = found.explain()
+    assert "job_failed_error_trgm" in plan
+
+
+# -- indexes --------------------------------------------------------------------------------------
+
+#: The job table's indexes that hold every row, as they were before issue 18. A non-partial index
+#: is written by every status change (status is indexed, so no update of a job is HOT).
+INDEXES_ON_EVERY_ROW = {"jobs_job_pkey", "job_status_queue", "job_owner_created", "job_type_finished", "job_created"}
+
+
+def test_no_index_on_every_job_row_is_added():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs_job'")
+        indexes = dict(cursor.fetchall())
+    on_every_row = {name for name, definition in indexes.items() if " WHERE " not in definition}
+    assert on_every_row == INDEXES_ON_EVERY_ROW
+    # The search's index holds failed jobs only: a job enters it once, when it fails.
+    assert "WHERE ((status)::text = 'failed'::text)" in indexes["job_failed_error_trgm"]
+    assert "gin_trgm_ops" in indexes["job_failed_error_trgm"]
+
+
+# -- counts, filters and the API list --------------------------------------------------------------
+
+
+def test_lists_count_exactly_up_to_the_bound_and_estimate_beyond(admin_client, monkeypatch):
+    for _ in range(4):
+        _job()
+    failed = _job(JobStatus.FAILED)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_job")
+    monkeypatch.setattr(paging, "EXACT_UP_TO", 2)  # as if the table were huge
+    # Over the bound: the planner's estimate (never below the bound), no count of the rows
+    everything = admin_client.get(CHANGELIST).context["cl"]
+    estimate = paging.planner_row_estimate(Job.objects.all())
+    assert everything.paginator.count == max(estimate, 3) and len(everything.result_list) == 5
+    # Within it: exact, and the right rows
+    filtered = admin_client.get(f"{CHANGELIST}?status__exact=failed").context["cl"]
+    assert filtered.paginator.count == 1 and [job.pk for job in filtered.result_list] == [failed.pk]
+
+
+def test_status_and_type_filters_list_the_right_jobs_newest_first(admin_client):
+    older = _job(JobStatus.FAILED, days_ago=2, job_type="csv-export")
+    newer = _job(JobStatus.FAILED, days_ago=1, job_type="csv-export")
+    _job(JobStatus.COMPLETED, job_type="csv-export")
+    _job(JobStatus.FAILED)
+    response = admin_client.get(f"{CHANGELIST}?status__exact=failed&type=csv-export")
+    assert [job.pk for job in response.context["cl"].result_list] == [newer.pk, older.pk]
+    assert _listed(admin_client, "type=csv-export") == {str(older.pk), str(newer.pk)} | {
+        str(job.pk) for job in Job.objects.filter(type="csv-export", status=JobStatus.COMPLETED)
+    }
+
+
+def test_owner_filter_offers_the_users_who_own_jobs_only(admin_client):
+    owner, idle = UserFactory(), UserFactory()
+    owned = _job(owner=owner)
+    _job()
+    response = admin_client.get(CHANGELIST)
+    owner_filter = next(spec for spec in response.context["cl"].filter_specs if spec.title == "owner")
+    offered = {str(pk) for pk, _ in owner_filter.lookup_choices}
+    assert str(owner.pk) in offered and str(idle.pk) not in offered
+    assert _listed(admin_client, f"owner__id__exact={owner.pk}") == {str(owned.pk)}
+
+
+def test_api_list_counts_exactly_within_the_bound_and_estimates_beyond(staff_api, monkeypatch):
+    jobs = [_job(days_ago=index) for index in range(3)]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_job")
+    body = staff_api.get("/api/jobs").json()
+    assert body["count"] == 3
+    assert [row["id"] for row in body["results"]] == [str(job.pk) for job in jobs]
+    monkeypatch.setattr(paging, "EXACT_UP_TO", 1)
+    body = staff_api.get("/api/jobs", {"status": "completed"}).json()
+    assert body["count"] == max(paging.planner_row_estimate(Job.objects.filter(status="completed")), 2)
+    assert [row["id"] for row in body["results"]] == [str(job.pk) for job in jobs]
