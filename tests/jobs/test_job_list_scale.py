@@ -180,3 +180,10 @@ def test_api_list_counts_exactly_within_the_bound_and_estimates_beyond(staff_api
     body = staff_api.get("/api/jobs", {"status": "completed"}).json()
     assert body["count"] == max(paging.planner_row_estimate(Job.objects.filter(status="completed")), 2)
     assert [row["id"] for row in body["results"]] == [str(job.pk) for job in jobs]
+
+
+def test_the_list_never_counts_facets(admin_client):
+    # A facet is a COUNT per filter choice: over millions of jobs, one per status, queue, type...
+    _job()
+    response = admin_client.get(f"{CHANGELIST}?_facets=True")
+    assert response.status_code == 200 and response.context["cl"].add_facets is False

@@ -117,6 +117,8 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     show_full_result_count = False
     # Counts up to 10,000 matches, estimates beyond (jobs/web/paging.py).
     paginator = BoundedCountPaginator
+    # Facet counts would be a COUNT per filter choice over millions of jobs.
+    show_facets = admin.ShowFacets.NEVER
     inlines = [JobAttemptInline]
     actions = ["retry_jobs", "cancel_jobs", "delete_jobs"]
     fieldsets = [
