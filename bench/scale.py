@@ -65,6 +65,8 @@ TYPES = [
     ("thumbnail-maintenance", "thumbnails", "maintain_thumbnails", 9),
     ("cleanup", "maintenance", "run_cleanup", 1),
 ]
+#: Canaries (the first type) go one per queue.
+QUEUES = ["pdf-processing", "email-sender", "csv-export", "thumbnails", "maintenance"]
 #: Children of the fan-out parents (pdf-ocr and email-batch).
 CHILD_TYPES = {"pdf-ocr": ("pdf-ocr-pages", "ocr_page_range"), "email-batch": ("email-batch-part", "send_email_batch")}
 ERRORS = [
@@ -141,6 +143,7 @@ def seed(database: str, jobs: int) -> None:
     parents = jobs // 10
     top = jobs - 2 * parents
     errors = "ARRAY[" + ", ".join("'" + text.replace("'", "''") + "'" for text in ERRORS) + "]"
+    queues = ", ".join(f"'{name}'" for name in QUEUES)
     fanout = " OR ".join(f"t.type = '{name}'" for name in CHILD_TYPES)
     statements = [
         # Owners: usernames bench-owner-N, unusable passwords.
@@ -163,7 +166,11 @@ def seed(database: str, jobs: int) -> None:
         f"""
         CREATE UNLOGGED TABLE bench_top AS
         SELECT s.n, gen_random_uuid() AS id, {_type_case("type", "s.pick")} AS type,
-               {_type_case("queue", "s.pick")} AS queue, {_type_case("actor", "s.pick")} AS actor,
+               CASE WHEN s.pick < {TYPES[0][3]} THEN (ARRAY[{queues}])[1 + s.n % {len(QUEUES)}]
+                    ELSE {_type_case("queue", "s.pick")} END AS queue,
+               CASE WHEN s.pick < {TYPES[0][3]}
+                    THEN 'canary_' || replace((ARRAY[{queues}])[1 + s.n % {len(QUEUES)}], '-', '_')
+                    ELSE {_type_case("actor", "s.pick")} END AS actor,
                s.created_at,
                CASE WHEN s.created_at > now() - interval '2 minutes' THEN
                         (ARRAY['queued', 'active', 'retrying', 'scheduled', 'completed'])[1 + s.fate % 5]
@@ -214,7 +221,7 @@ def seed(database: str, jobs: int) -> None:
         SELECT t.id, t.type, t.queue, t.created_at, t.status, t.n, j.owner_id
         FROM bench_top t JOIN jobs_job j ON j.id = t.id
         WHERE {fanout}
-        ORDER BY t.n
+        ORDER BY t.n % 2, t.n
         LIMIT {parents}
         """,
         f"""
@@ -255,8 +262,13 @@ def seed(database: str, jobs: int) -> None:
         """,
         "DROP TABLE bench_seed, bench_top, bench_parents",
     ]
-    for statement in statements:
-        _psql(database, statement)
+    import psycopg
+
+    with psycopg.connect(f"{PG}/{database}", autocommit=True) as conn:
+        # No foreign-key trigger per row: the seed's keys are right by construction.
+        conn.execute(b"SET session_replication_role = replica")
+        for statement in statements:
+            conn.execute(statement.encode())
     for _, definition in indexes:
         _psql(database, definition)
     _psql(database, "VACUUM ANALYZE jobs_job")
@@ -281,6 +293,13 @@ def _setup_django(database: str) -> None:
     import django
 
     django.setup()
+    from django.conf import settings
+
+    # The pages' static links without a collectstatic manifest (as the tests do): the figures are the views'.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 def _staff_client() -> Any:

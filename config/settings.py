@@ -443,8 +443,8 @@ JOBS_CLEANUP_BATCH = env_int("JOBS_CLEANUP_BATCH", 1000)
 JOBS_STATS_ROLLUP_INTERVAL_S = env_float("JOBS_STATS_ROLLUP_INTERVAL_S", 60.0)
 # On its first run the roll-up counts this many past hours (the console charts a week).
 JOBS_STATS_BACKFILL_HOURS = env_int("JOBS_STATS_BACKFILL_HOURS", 8 * 24)
-# The job list's text search reads errors and arguments of jobs created within this many days
-# (failed jobs' errors, and ids, at any age: they are indexed). See jobs/web/admin/search.py.
+# The job list's text search reads the errors of failed jobs created within this many days (and of
+# jobs retrying now; ids at any age). See jobs/web/admin/search.py.
 JOBS_SEARCH_RECENT_DAYS = env_int("JOBS_SEARCH_RECENT_DAYS", 7)
 
 # --- Operations: health, metrics, alerts, Sentry ---------------------------

@@ -11,6 +11,7 @@ import json
 from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
@@ -169,7 +170,9 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
-        return search_jobs(queryset, search_term), False
+        # A "created at" date filter bounds the search instead of the default JOBS_SEARCH_RECENT_DAYS.
+        dated = any(key.startswith("created_at__") for key in request.GET)
+        return search_jobs(queryset, search_term, bounded=not dated), False
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         return ["id"]  # shows the search box; get_search_results does the searching
@@ -180,6 +183,16 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return search_note()
 
     # -- columns and detail blocks ---------------------------------------------
+    def action_checkbox(self, obj: Job) -> str:
+        # Django's own renders a form widget through the template engine per row: a third of the
+        # list's time. The same markup, formatted directly.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            obj.pk,
+            f"Select this object for an action - {obj}",
+        )
+
     @admin.display(description="status", ordering="status")
     def status_badge(self, job: Job) -> str:
         return job_status_badge(job.status)
