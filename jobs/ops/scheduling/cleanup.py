@@ -54,7 +54,7 @@ def prune_finished_jobs_in_batches(retention_days: int | None = None, batch_size
     cutoff = timezone.now() - timedelta(days=days)
     old = Job.objects.filter(status__in=TERMINAL_STATUSES, finished_at__lt=cutoff, parent__isnull=True)
     report = PruneReport()
-    after: tuple[datetime, UUID] | None = None
+    after: tuple[datetime | None, UUID] | None = None
     while True:
         batch = old
         if after is not None:
