@@ -436,7 +436,7 @@ SCHEDULER_THREADS = env_int("SCHEDULER_THREADS", 2)
 JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30)
 # Top-level jobs per batch of the cleanup: each batch (its children and attempts cascade) is one
 # short transaction, so no row lock is held long (bench/scale.py measures the longest batch).
-JOBS_CLEANUP_BATCH = env_int("JOBS_CLEANUP_BATCH", 1000)
+JOBS_CLEANUP_BATCH = env_int("JOBS_CLEANUP_BATCH", 500)
 
 # --- Console (the admin's queue overview) ---
 # How often the scheduler rolls finished jobs up into hourly statistics (the console reads those).

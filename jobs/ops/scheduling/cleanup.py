@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_apscheduler.models import DjangoJobExecution
@@ -36,6 +37,8 @@ class PruneReport:
     #: The longest batch's transaction (s): the longest any row lock of the prune was held.
     longest_batch_s: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
+    #: Each batch's transaction (s), in order.
+    batch_seconds: list[float] = field(default_factory=list)
 
 
 def prune_finished_jobs_in_batches(retention_days: int | None = None, batch_size: int | None = None) -> PruneReport:
@@ -66,9 +69,18 @@ def prune_finished_jobs_in_batches(retention_days: int | None = None, batch_size
         if not keys:
             break
         started = time.monotonic()
-        # Only the ids are loaded: the collector needs no more to cascade.
-        Job.objects.filter(id__in=[job_id for _, job_id in keys]).only("id").delete()
-        report.longest_batch_s = max(report.longest_batch_s, time.monotonic() - started)
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # The commit does not wait for the WAL flush, so the batch's row locks are released
+                # without waiting for the disk (a busy disk held one batch 2.5 s). A crash may undo
+                # the last batches: they are deleted again by the next cleanup.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            # Only the ids are loaded: the collector needs no more to cascade.
+            Job.objects.filter(id__in=[job_id for _, job_id in keys]).only("id").delete()
+        elapsed = time.monotonic() - started
+        report.longest_batch_s = max(report.longest_batch_s, elapsed)
+        report.batch_seconds.append(elapsed)
         report.batches += 1
         report.batch_sizes.append(len(keys))
         report.deleted += len(keys)
