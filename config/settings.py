@@ -449,14 +449,18 @@ SCHEDULER_HEARTBEAT_INTERVAL_S = env_float("SCHEDULER_HEARTBEAT_INTERVAL_S", 5.0
 SCHEDULER_ALIVE_HEARTBEAT_S = env_float("SCHEDULER_ALIVE_HEARTBEAT_S", 30.0)
 # The monthly cleanup deletes completed, failed and cancelled jobs finished this many days ago.
 JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30)
-# Job ids per DELETE in the cleanup (attempts cascade).
-JOBS_CLEANUP_BATCH = env_int("JOBS_CLEANUP_BATCH", 5000)
+# Top-level jobs per batch of the cleanup: each batch (its children and attempts cascade) is one
+# short transaction, so no row lock is held long (bench/scale.py measures the longest batch).
+JOBS_CLEANUP_BATCH = env_int("JOBS_CLEANUP_BATCH", 250)
 
 # --- Console (the admin's queue overview) ---
 # How often the scheduler rolls finished jobs up into hourly statistics (the console reads those).
 JOBS_STATS_ROLLUP_INTERVAL_S = env_float("JOBS_STATS_ROLLUP_INTERVAL_S", 60.0)
 # On its first run the roll-up counts this many past hours (the console charts a week).
 JOBS_STATS_BACKFILL_HOURS = env_int("JOBS_STATS_BACKFILL_HOURS", 8 * 24)
+# The job list's text search reads the errors of failed jobs created within this many days (and of
+# jobs retrying now; ids at any age). See jobs/web/admin/search.py.
+JOBS_SEARCH_RECENT_DAYS = env_int("JOBS_SEARCH_RECENT_DAYS", 7)
 
 # --- Operations: health, metrics, alerts, Sentry ---------------------------
 # A worker counts as alive when it heartbeated within N seconds...
@@ -464,6 +468,11 @@ WORKER_ALIVE_HEARTBEAT_S = env_float("WORKER_ALIVE_HEARTBEAT_S", DRAMATIQ_HEARTB
 # ...and is still consuming: its queue's canary was picked up within M seconds (the scheduler
 # sends one a minute), or every slot runs a job that reported progress within M seconds.
 WORKER_CONSUMING_WITHIN_S = env_float("WORKER_CONSUMING_WITHIN_S", 150.0)
+# /workers/health answers from a report at most this old (s), kept in each web process: probes
+# every few hundred ms from several balancers cost one report per process per interval.
+HEALTH_CACHE_S = env_float("HEALTH_CACHE_S", 1.0)
+if not 0 <= HEALTH_CACHE_S <= 1:
+    raise ImproperEnvironment(f"HEALTH_CACHE_S must be between 0 and 1 (s), got {HEALTH_CACHE_S}")
 # Bearer token of GET /metrics; unset, the endpoint answers 404.
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 SLACK_WEBHOOK_URL = env_str("SLACK_WEBHOOK_URL", "")

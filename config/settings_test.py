@@ -25,6 +25,9 @@ _TEST_DEFAULTS = {
     "CONN_MAX_AGE": "0",
     "SCHEDULER_HEARTBEAT_INTERVAL_S": "0.5",
     "SCHEDULER_ALIVE_HEARTBEAT_S": "3",
+    # Tests change workers and queues and then read /workers/health at once: no kept report
+    # (tests/jobs/test_health.py sets it to test the cache itself).
+    "HEALTH_CACHE_S": "0",
     # The suite signs in and starts jobs far faster than a person; tests/security/test_throttling.py
     # starts its server with the production rates.
     "THROTTLE_LOGIN_ADDRESS": "off",

@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from jobs.core.clock import database_now
 from jobs.core.queues import queue_names
+from jobs.core.ttl_cache import TtlCache
 from jobs.models import Job, JobStatus
 from jobs.ops.scheduling.presence import scheduler_entries
 from jobs.worker.middleware.presence import workers_key
@@ -190,3 +191,17 @@ def health_report() -> tuple[bool, dict[str, Any]]:
         }
     report["ok"] = ok
     return ok, report
+
+
+#: The whole report, whatever it comes to hold, kept at most HEALTH_CACHE_S (<= 1 s) per process.
+_report_cache: TtlCache[tuple[bool, dict[str, Any]]] = TtlCache(health_report, lambda: settings.HEALTH_CACHE_S)
+
+
+def cached_health_report() -> tuple[bool, dict[str, Any]]:
+    """``health_report()``, computed at most once per ``HEALTH_CACHE_S`` in this process."""
+    return _report_cache.get()
+
+
+def forget_cached_health_report() -> None:
+    """Drop the kept report (tests that change what it reports)."""
+    _report_cache.clear()

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from jobs.dispatch.services import build_job, create_jobs
 from jobs.models import JobStatus
-from jobs.ops.health import _presence_entries, live_workers
+from jobs.ops.health import _presence_entries, forget_cached_health_report, live_workers
 from jobs.state import transitions
 from jobs.worker.pausing import pause_queue, resume_queue
 from tests.jobs.helpers import canary, wait_status, wait_terminal
 from tests.jobs.test_scheduling import SchedulerRun
+from tests.test_settings_modes import manage
 from tests.workers import wait_for
 
 
@@ -101,3 +108,34 @@ def test_a_worker_of_a_paused_queue_stays_alive(pools, settings):
     # Once resumed, a canary proves it consuming again
     assert wait_terminal(canary("csv-export")).status == JobStatus.COMPLETED
     assert [w["consuming"] for w in live_workers()] == ["canary"]
+
+
+def _oldest_waiting_maintenance(client: APIClient) -> float:
+    return _health(client)[1]["queues"]["maintenance"]["oldest_waiting_s"]
+
+
+def test_health_report_is_kept_for_its_ttl_then_computed_again(db, clean_redis, settings):
+    # Given a kept report (a long TTL here only so that a slow machine cannot straddle it)
+    forget_cached_health_report()
+    settings.HEALTH_CACHE_S = 30
+    client = APIClient()
+    with CaptureQueriesContext(connection) as first:
+        assert _oldest_waiting_maintenance(client) == 0.0
+    # When a second probe comes within the TTL, after something changed
+    job = build_job(job_type="canary", queue="maintenance", actor="canary_maintenance", arguments={})
+    job.created_at = timezone.now() - timedelta(minutes=10)
+    create_jobs([job])
+    with CaptureQueriesContext(connection) as second:
+        kept = _oldest_waiting_maintenance(client)
+    # Then it is answered from the kept report, without a query
+    assert len(first) > 0 and len(second) == 0 and kept == 0.0
+    # And once the TTL (the default 1 s) has passed, a probe sees the change
+    settings.HEALTH_CACHE_S = 1.0
+    wait_for(lambda: _oldest_waiting_maintenance(client) >= 600, timeout=10, what="the report to be computed again")
+    forget_cached_health_report()
+
+
+def test_a_health_cache_over_one_second_is_refused_at_start(tmp_path):
+    result = manage("check", env={"HEALTH_CACHE_S": "5"}, var_dir=tmp_path)
+    assert result.returncode != 0
+    assert "HEALTH_CACHE_S must be between 0 and 1 (s), got 5.0" in result.stderr

@@ -19,10 +19,10 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
 from jobs.dispatch.canaries import WORKER_START_KEY_PREFIX
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobAttempt, JobStatus
 from jobs.models.schedule import FireOutcome, Schedule, ScheduleFire
 from jobs.ops.scheduling import cleanup_hooks, register_cleanup
-from jobs.ops.scheduling.cleanup import prune_finished_jobs, run_cleanup
+from jobs.ops.scheduling.cleanup import prune_finished_jobs, prune_finished_jobs_in_batches, run_cleanup
 from jobs.ops.scheduling.firing import fire, fire_by_id, run_now, validate_schedule
 from jobs.ops.scheduling.triggers import build_trigger
 from tests.workers import ROOT, database_url, wait_for
@@ -301,6 +301,53 @@ def test_cleanup_prunes_finished_jobs_past_retention_in_batches(db, settings):
     waiting = Job.objects.create(type="canary", queue="maintenance", actor="canary_maintenance")
     assert prune_finished_jobs(batch_size=2) == len(old)
     assert set(Job.objects.values_list("id", flat=True)) == {recent.id, waiting.id}
+
+
+def test_cleanup_deletes_in_batches_of_the_setting_with_children_and_attempts_and_keeps_recent_jobs(db, settings):
+    # Given five old finished jobs (one a parent with two children, one with an attempt row), and newer ones
+    settings.JOBS_RETENTION_DAYS = 30
+    settings.JOBS_CLEANUP_BATCH = 2
+    old = [_finished_job(40 + days) for days in range(4)] + [_finished_job(35, JobStatus.FAILED)]
+    children = [
+        Job.objects.create(type="canary", queue="maintenance", actor="canary_maintenance", parent=old[0], status=status)
+        for status in (JobStatus.COMPLETED, JobStatus.FAILED)
+    ]
+    JobAttempt.objects.create(job=old[4], number=1, outcome=JobAttempt.Outcome.FAILED, error="boom")
+    recent = _finished_job(5)
+    old_but_running = Job.objects.create(
+        type="canary",
+        queue="maintenance",
+        actor="canary_maintenance",
+        status=JobStatus.ACTIVE,
+        created_at=timezone.now() - timedelta(days=60),
+    )
+    # When the cleanup prunes them
+    report = prune_finished_jobs_in_batches()
+    # Then in batches of two, each its own delete, the children and attempts going with their jobs
+    assert (report.deleted, report.batches, report.batch_sizes) == (5, 3, [2, 2, 1])
+    assert report.longest_batch_s > 0
+    assert not Job.objects.filter(id__in=[job.id for job in old + children]).exists()
+    assert not JobAttempt.objects.exists()
+    assert set(Job.objects.values_list("id", flat=True)) == {recent.id, old_but_running.id}
+
+
+def test_cleanup_batches_that_end_inside_a_run_of_equal_finish_times_miss_none(db, settings):
+    # Given five old jobs that finished at the same instant (a fan-out's children finish together)
+    settings.JOBS_RETENTION_DAYS = 30
+    finished = timezone.now() - timedelta(days=40)
+    for _ in range(5):
+        Job.objects.create(
+            type="canary",
+            queue="maintenance",
+            actor="canary_maintenance",
+            status=JobStatus.COMPLETED,
+            finished_at=finished,
+        )
+    # When batches of two walk them
+    report = prune_finished_jobs_in_batches(batch_size=2)
+    # Then every one is deleted, none twice
+    assert (report.deleted, report.batch_sizes) == (5, [2, 2, 1])
+    assert not Job.objects.exists()
 
 
 def test_cleanup_runs_every_registered_hook(db):

@@ -10,10 +10,11 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from jobs.ops.health import health_report
+from jobs.ops.health import cached_health_report
 
 
 @require_GET
 def workers_health(request: HttpRequest) -> JsonResponse:
-    ok, report = health_report()
+    # Probes may come many times a second: one report per HEALTH_CACHE_S per web process.
+    ok, report = cached_health_report()
     return JsonResponse(report, status=200 if ok else 503)

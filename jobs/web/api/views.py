@@ -29,6 +29,7 @@ from jobs.web.api.serializers import (
     JobStatusSerializer,
 )
 from jobs.web.api.throttles import JobStartThrottle
+from jobs.web.paging import BoundedCountPagination
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -116,6 +117,8 @@ class JobListView(generics.ListAPIView):  # type: ignore[type-arg]
     """``GET /api/jobs``: your jobs (staff: all), filtered and paginated."""
 
     serializer_class = JobStatusSerializer
+    # `count` is exact up to 10,000 jobs and PostgreSQL's estimate beyond (jobs/web/paging.py).
+    pagination_class = BoundedCountPagination
 
     @extend_schema(parameters=[JobFilterSerializer])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
