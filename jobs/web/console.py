@@ -188,6 +188,19 @@ class OtherWorkRow:
     def avg_duration(self) -> str:
         return _seconds(self.totals.avg_duration_s)
 
+    def as_json(self) -> dict[str, Any]:
+        totals = self.totals
+        return {
+            "origin": self.origin,
+            "cells": {
+                "completed": totals.completed,
+                "failed": totals.failed,
+                "cancelled": totals.cancelled,
+                "failure-rate": self.failure_rate,
+                "avg-duration": self.avg_duration,
+            },
+        }
+
 
 @dataclass(frozen=True)
 class CounterRow:
@@ -196,6 +209,9 @@ class CounterRow:
     name: str
     queue: str
     counts: dict[str, int] | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "counts": self.counts}
 
 
 def other_work_rows(now: datetime) -> list[OtherWorkRow]:
@@ -349,6 +365,9 @@ def queue_overview_data(request: HttpRequest) -> JsonResponse:
             "redis_ok": redis_ok,
             "reconciler": reconciler.as_json() if reconciler is not None else None,
             "queues": [row.as_json() for row in rows],
+            "other_work": [work.as_json() for work in other_work_rows(now)],
+            "counters": [counter.as_json() for counter in counter_rows(now)],
+            "schedulers": scheduler_rows() if redis_ok else None,
         }
     )
 

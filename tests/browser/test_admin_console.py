@@ -193,6 +193,10 @@ def test_the_overview_updates_its_counts_workers_charts_and_reconciler_without_a
     _wait_cell(styled_page, "maintenance", "workers", "text === '1'")
     # (customer work only: the worker's own start canary is system work)
     _wait_cell(styled_page, "maintenance", "completed-24h", "text === '3'")
+    # and the worker's start canary shows in System work, also without a reload
+    styled_page.wait_for_function(
+        "Number(document.querySelector('#work-canary .completed').textContent) >= 1", timeout=WAIT_MS
+    )
     styled_page.wait_for_selector("#section-maintenance tr.worker", timeout=WAIT_MS)
     drawn = styled_page.locator("#section-maintenance .chart-24h svg g.bar rect:not([height='0.0'])")
     assert drawn.count() >= 1

@@ -449,6 +449,11 @@ def test_live_data_of_the_queue_page_has_the_numbers_workers_charts_and_the_reco
     assert data["reconciler"]["ran"] is True and data["reconciler"]["ok"] is True
     assert re.fullmatch(r"last run \d+ s ago, took \d+\.\d\d s: .+", data["reconciler"]["text"])
     assert data["reconciler"]["text"].endswith(": " + report.summary())
+    # and the system work, the apps' counters and the schedulers (none running here)
+    other = {work["origin"]: work["cells"] for work in data["other_work"]}
+    assert "customer" not in other and set(other) >= {"child", "canary", "maintenance"}
+    assert {counter["name"] for counter in data["counters"]} == {"emails"}
+    assert data["schedulers"] == []
 
 
 @pytest.mark.django_db
