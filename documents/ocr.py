@@ -161,10 +161,7 @@ def ocr_page_range(document_id: str, first_page: int, last_page: int) -> dict[st
         return outcome
     # One copy of the PDF for the whole range (none with the file system storage).
     with document_on_disk(document) as path:
-        for index, batch in enumerate(_batches(pending, settings.OCR_BATCH_PAGES)):
-            if index:
-                # A range is not preempted: between batches it lets another customer's waiting job in.
-                yield_if_others_wait(f"Read up to page {batch[0] - 1}")
+        for batch in _batches(pending, settings.OCR_BATCH_PAGES):
             progress(100 * finished / max(1, todo), f"Pages {batch[0]}-{batch[-1]}")
             for number, ok in read_page_batch(document, batch, path):
                 finished += 1
@@ -173,6 +170,10 @@ def ocr_page_range(document_id: str, first_page: int, last_page: int) -> dict[st
                 percent = PAGES_START + (PAGES_END - PAGES_START) * data["pages_processed"] / max(1, total)
                 report_parent_progress(percent, f"Processing page {data['pages_processed']} of {total}", **data)
                 progress(100 * finished / max(1, todo), f"Page {number}", page=number)
+                if finished < todo:
+                    # A range is not preempted: after each page it lets another customer's waiting job
+                    # in (the batch's pages rendered ahead are rendered again by the next run).
+                    yield_if_others_wait(f"Read up to page {number}")
     return outcome
 
 

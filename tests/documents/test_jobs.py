@@ -230,11 +230,11 @@ def test_an_upload_gets_its_thumbnails_in_the_background(pools, user_api, media_
 def test_a_page_range_lets_another_customers_waiting_ocr_in_between_its_batches(
     pools, user, document_for, scanned_pages, media_root
 ):
-    # Given customer A's twelve-page scan, read a page per batch on a single slot (its first range: pages 1-3)
+    # Given customer A's twelve-page scan on a single slot (its first range: pages 1-3, rendered as one batch)
     pools(
         "pdf-processing",
         threads=1,
-        env={"MEDIA_ROOT": str(media_root), "OCR_BATCH_PAGES": "1", "OCR_DPI": "150"},
+        env={"MEDIA_ROOT": str(media_root), "OCR_BATCH_PAGES": "3", "OCR_DPI": "150"},
     )
     big = document_for(user, scanned_pages(12), pages=12)
     a_job = start("pdf-ocr", user, file_id=str(big.id))
@@ -248,7 +248,7 @@ def test_a_page_range_lets_another_customers_waiting_ocr_in_between_its_batches(
     other = UserFactory()
     small = document_for(other, scanned_pages(1), pages=1)
     b_job = start("pdf-ocr", other, file_id=str(small.id))
-    # Then B's document is read before A's range ends: the range handed its rest back after a batch
+    # Then B's document is read before A's range ends: the range handed its rest back after a page
     assert wait_terminal(b_job, timeout=120).status == JobStatus.COMPLETED
     assert wait_terminal(a_job, timeout=180).status == JobStatus.COMPLETED
     first_range = reload(first_range)
