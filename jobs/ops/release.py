@@ -6,7 +6,7 @@ side by side both see a migration as unapplied and both apply it: the
 second fails on "relation already exists", or records it twice. So the step
 runs under one lock per database:
 
-- **PostgreSQL**: a session-level advisory lock (``pg_advisory_lock``), taken
+- **PostgreSQL**: a session-level advisory lock (``pg_try_advisory_lock``, polled), taken
   on a connection of its own so that nothing ``migrate`` does to the default
   connection (closing it, a failed transaction) can drop it. If the process
   dies, PostgreSQL ends its session and releases the lock.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 #: The advisory lock's key: "conveyor" in ASCII. Advisory locks are per
 #: database, so deployments sharing a PostgreSQL server do not block each other.
 RELEASE_LOCK_KEY = 0x636F6E7665796F72
+
+#: How often a waiting release step asks for the lock again.
+LOCK_POLL_S = 0.5
 
 WAITING_MESSAGE = "Another process is running the release step: waiting for it to finish ({})"
 
@@ -60,7 +64,13 @@ def _advisory_lock(alias: str, say: Callable[[str], None]) -> Iterator[None]:
             (taken,) = cursor.fetchone()
             if not taken:
                 say(WAITING_MESSAGE.format(f"PostgreSQL advisory lock {RELEASE_LOCK_KEY}"))
-                cursor.execute("SELECT pg_advisory_lock(%s)", [RELEASE_LOCK_KEY])
+            # Polled, not a blocking pg_advisory_lock: a statement waiting on the lock keeps a snapshot
+            # open, and a migration that builds an index CONCURRENTLY waits for every such snapshot, so
+            # the holder's migration and this wait would wait on each other for ever.
+            while not taken:
+                time.sleep(LOCK_POLL_S)
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [RELEASE_LOCK_KEY])
+                (taken,) = cursor.fetchone()
         try:
             yield
         finally:
