@@ -287,9 +287,10 @@ class RunSegments(threading.Thread):
 
     POLL_S = 0.25
 
-    def __init__(self, owner: Any) -> None:
+    def __init__(self, owner: Any, since: Any) -> None:
         super().__init__(daemon=True)
         self.owner = owner
+        self.since = since  # jobs of earlier rounds (or of a run stopped half way) are not this round's
         self.seen: dict[tuple[str, Any], Any] = {}  # (job id, started_at) -> last seen running
         self.done = threading.Event()
 
@@ -302,7 +303,9 @@ class RunSegments(threading.Thread):
         try:
             while not self.done.is_set():
                 now = timezone.now()
-                running = Job.objects.filter(owner=self.owner, status=JobStatus.ACTIVE, children__isnull=True)
+                running = Job.objects.filter(
+                    owner=self.owner, status=JobStatus.ACTIVE, created_at__gte=self.since, children__isnull=True
+                )
                 for job_id, started_at in running.values_list("id", "started_at"):
                     if started_at is not None:
                         self.seen[(str(job_id), started_at)] = now
@@ -336,7 +339,7 @@ def run_scenario(customers: Customers, args: argparse.Namespace, *, mode: str) -
     outcome = Outcome()
     try:
         a_start = timezone.now()
-        segments = RunSegments(customers.a)
+        segments = RunSegments(customers.a, a_start)
         segments.start()
         a_jobs = [] if mode == "alone" else post_a(customers)
         if a_jobs:
