@@ -15,6 +15,7 @@ from typing import Any
 import dramatiq
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from dramatiq.common import current_millis
 from dramatiq.message import Message
@@ -300,6 +301,11 @@ def cancel_job(job: Job, origin: Origin | None = None) -> Job:
     if job.status == JobStatus.CANCELLED:
         deliver_after_commit(str(job.pk))
     return job
+
+
+def delete_finished_jobs(jobs: QuerySet[Job]) -> int:
+    """Delete finished jobs (and their children); the statistics keep counting them. Returns how many."""
+    return transitions.delete_finished(jobs)
 
 
 def retry_job(job: Job, origin: Origin | None = None) -> Job:

@@ -70,7 +70,7 @@ def recount_stats(apps: Any, schema_editor: Any) -> None:
     hours = bucket.objects.filter(hour__gte=cutoff).values_list("hour", flat=True).distinct()
     for hour in sorted(set(hours)):
         bucket.objects.filter(hour=hour).delete()
-        bucket.objects.bulk_create(hour_buckets(hour, job, bucket))
+        bucket.objects.bulk_create(hour_buckets(hour, job, bucket, carry_model=None))
 
 
 class Migration(migrations.Migration):

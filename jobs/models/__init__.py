@@ -22,7 +22,7 @@ from jobs.models.job import Job, JobAttempt
 from jobs.models.pause import QueuePause
 from jobs.models.schedule import FireOutcome, Schedule, ScheduleFire
 from jobs.models.share import ShareWeight
-from jobs.models.stats import JobStatsBucket, StatsWatermark
+from jobs.models.stats import JobStatsBucket, JobStatsCarry, StatsWatermark
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -37,6 +37,7 @@ __all__ = [
     "JobAttempt",
     "JobPriority",
     "JobStatsBucket",
+    "JobStatsCarry",
     "JobStatus",
     "QueuePause",
     "Schedule",

@@ -7,10 +7,12 @@ database, so every web process answers the same; buckets are never pruned and
 sealed hours never recounted, so the monthly cleanup of old Job rows lowers
 nothing. Before the first roll-up there is no seal line and no totals.
 
-Read order matters, not isolation: the seal line first, then the buckets
-before it (frozen), then the rows after it (which a roll-up does not touch).
-A roll-up that moves the line in between only makes this read use the older
-line, whose two parts still add up to every job finished.
+Everything is read in one snapshot (REPEATABLE READ on PostgreSQL; a SQLite
+read transaction is one already): the seal line, the buckets before it, and
+the rows and carries after it. A roll-up that moves the line, or a staff
+delete or retry that moves a finished job from the Job table into
+``JobStatsCarry``, is then seen whole or not at all, so no job is counted
+twice or missed for one scrape, which Prometheus would read as a reset.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
+from django.db import connection, transaction
 from django.db.models import IntegerField, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
@@ -34,17 +37,28 @@ _SLOTS = len(DURATION_BOUNDS_S) + 1
 
 def lifetime_totals() -> dict[tuple[str, ...], Totals]:
     """Per ``BUCKET_LABELS`` values: every job finished since the first roll-up's back-fill, sealed and live."""
-    line = sealed_until()
-    if line is None:
-        return {}
-    totals: dict[tuple[str, ...], Totals] = defaultdict(Totals)
-    for row in _sealed_sums(line):
-        totals[tuple(row[label] for label in BUCKET_LABELS)].add(row)
-    for bucket in finished_since(line):
-        totals[tuple(getattr(bucket, label) for label in BUCKET_LABELS)].add(
-            {name: getattr(bucket, name) for name in (*_SUMMED, "duration_histogram")}
-        )
+    opens_transaction = not connection.in_atomic_block
+    with transaction.atomic():
+        if opens_transaction:
+            _read_one_snapshot()
+        line = sealed_until()
+        if line is None:
+            return {}
+        totals: dict[tuple[str, ...], Totals] = defaultdict(Totals)
+        for row in _sealed_sums(line):
+            totals[tuple(row[label] for label in BUCKET_LABELS)].add(row)
+        for bucket in finished_since(line):
+            totals[tuple(getattr(bucket, label) for label in BUCKET_LABELS)].add(
+                {name: getattr(bucket, name) for name in (*_SUMMED, "duration_histogram")}
+            )
     return dict(totals)
+
+
+def _read_one_snapshot() -> None:
+    """Make the transaction just opened read one snapshot (PostgreSQL's default gives each statement its own)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
 
 def _sealed_sums(line: datetime) -> list[dict[str, Any]]:

@@ -49,14 +49,13 @@ from django.utils import timezone
 from jobs.core.origin import JobOrigin
 from jobs.core.queues import queue_names
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
-from jobs.models.stats import JobStatsBucket, StatsWatermark
+from jobs.models.stats import ROLLUP, JobStatsBucket, JobStatsCarry, StatsWatermark
 
 logger = logging.getLogger(__name__)
 
 HOUR = timedelta(hours=1)
 #: Upper bounds (seconds) of the duration histogram's slots; one more slot holds everything slower.
 DURATION_BOUNDS_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-ROLLUP = "job-stats"
 FINISHED_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 _WAITING_AND_ACTIVE = tuple(status.value for status in ACTIVE_STATUSES)
 #: What the console's and the report's queue figures, the failure-rate alert and the datasets'
@@ -94,7 +93,8 @@ def _histogram_slot() -> Case:
 def _aggregate(jobs: QuerySet[Any]) -> dict[tuple[str, str, str], Totals]:
     """Finished jobs of ``jobs`` summed per (queue, type, origin): the one count every reader builds on.
 
-    ``jobs`` may be a historical model's queryset (the origin migration recounts with it).
+    ``jobs`` may be a historical model's queryset (the origin migration recounts with it),
+    or carried jobs (``JobStatsCarry`` keeps the same fields).
     """
     rows = (
         jobs.filter(status__in=FINISHED_STATUSES)
@@ -126,22 +126,40 @@ def _aggregate(jobs: QuerySet[Any]) -> dict[tuple[str, str, str], Totals]:
     return totals
 
 
-def hour_buckets(hour: datetime, job_model: Any = Job, bucket_model: Any = JobStatsBucket) -> list[Any]:
-    """The buckets of one hour, counted from the Job rows that finished in it (unsaved)."""
-    jobs = job_model.objects.filter(finished_at__gte=hour, finished_at__lt=hour + HOUR)
-    return _buckets(jobs, hour, bucket_model)
+def hour_buckets(
+    hour: datetime, job_model: Any = Job, bucket_model: Any = JobStatsBucket, carry_model: Any = JobStatsCarry
+) -> list[Any]:
+    """The buckets of one hour, counted from the Job rows that finished in it and the carried ones (unsaved).
+
+    ``carry_model`` None: Job rows only (a migration older than the carries).
+    """
+    in_hour = {"finished_at__gte": hour, "finished_at__lt": hour + HOUR}
+    totals = _aggregate(job_model.objects.filter(**in_hour))
+    if carry_model is not None:
+        _merge_into(totals, _aggregate(carry_model.objects.filter(**in_hour)))
+    return _buckets(totals, hour, bucket_model)
 
 
 def finished_since(moment: datetime) -> list[JobStatsBucket]:
     """Unsaved buckets, labelled ``moment``, of every job finished at or after it: the counters' unsealed part.
 
     Counted by the very code that fills the hourly buckets, so the hand-over from
-    this live count to a sealed bucket neither loses nor adds a job.
+    this live count to a sealed bucket neither loses nor adds a job. The carries
+    (jobs deleted or retried since they finished) count with the rows: read both
+    in one snapshot (``lifetime_totals``), or a delete committed in between
+    counts its job twice or not at all.
     """
-    return _buckets(Job.objects.filter(finished_at__gte=moment), moment, JobStatsBucket)
+    totals = _aggregate(JobStatsCarry.objects.filter(finished_at__gte=moment))
+    _merge_into(totals, _aggregate(Job.objects.filter(finished_at__gte=moment)))
+    return _buckets(totals, moment, JobStatsBucket)
 
 
-def _buckets(jobs: QuerySet[Any], hour: datetime, bucket_model: Any) -> list[Any]:
+def _merge_into(totals: dict[tuple[str, str, str], Totals], more: dict[tuple[str, str, str], Totals]) -> None:
+    for labels, total in more.items():
+        totals.setdefault(labels, Totals()).merge(total)
+
+
+def _buckets(totals: dict[tuple[str, str, str], Totals], hour: datetime, bucket_model: Any) -> list[Any]:
     now = timezone.now()
     return [
         bucket_model(
@@ -158,7 +176,7 @@ def _buckets(jobs: QuerySet[Any], hour: datetime, bucket_model: Any) -> list[Any
             duration_histogram=total.histogram,
             computed_at=now,
         )
-        for (queue, job_type, origin), total in _aggregate(jobs).items()
+        for (queue, job_type, origin), total in totals.items()
     ]
 
 

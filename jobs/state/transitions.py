@@ -32,7 +32,7 @@ from jobs.core.enums import (
     StopReason,
 )
 from jobs.core.exceptions import JobNotCancellable, JobNotRetryable
-from jobs.models import Job, JobAttempt
+from jobs.models import Job, JobAttempt, JobStatsCarry
 from jobs.state import events
 from jobs.state.batch import Claim, Completion
 from jobs.state.writer import is_unreachable, state_writer
@@ -451,9 +451,24 @@ def request_cancel(job: Job) -> bool:
 
 
 def retry(job: Job, extra_attempts: int) -> None:
-    """Send a failed or cancelled job again under the same id; its attempt history stays."""
+    """Send a failed or cancelled job again under the same id; its attempt history stays.
+
+    Its finish stays counted (``JobStatsCarry``): the statistics and ``/metrics``' counters keep it.
+    """
     now = timezone.now()
-    updated = Job.objects.filter(id=job.id, status__in=RETRYABLE_STATUSES).update(
+    with transaction.atomic():
+        retryable = Job.objects.filter(id=job.id, status__in=RETRYABLE_STATUSES)
+        JobStatsCarry.carry(retryable)
+        updated = _send_again(retryable, extra_attempts, now)
+    if not updated:
+        job.refresh_from_db()
+        raise JobNotRetryable(f"only failed or cancelled jobs can be retried; this one is {job.status}")
+    job.refresh_from_db()
+    events.publish_status(job.id, JobStatus.QUEUED, progress=0, data={}, owner_id=job.owner_id, owner_known=True)
+
+
+def _send_again(retryable: Any, extra_attempts: int, now: datetime) -> int:
+    return retryable.update(
         status=JobStatus.QUEUED,
         progress=0,
         progress_data={},
@@ -468,11 +483,27 @@ def retry(job: Job, extra_attempts: int) -> None:
         max_attempts=F("attempts") + extra_attempts,
         updated_at=now,
     )
-    if not updated:
-        job.refresh_from_db()
-        raise JobNotRetryable(f"only failed or cancelled jobs can be retried; this one is {job.status}")
-    job.refresh_from_db()
-    events.publish_status(job.id, JobStatus.QUEUED, progress=0, data={}, owner_id=job.owner_id, owner_known=True)
+
+
+def delete_finished(jobs: Any) -> int:
+    """Delete finished jobs (their children go with them), keeping their finishes counted; returns how many.
+
+    ``jobs`` are finished jobs none of whose children is still at work (the caller's check).
+    """
+    with transaction.atomic():
+        ids = list(jobs.select_for_update().values_list("pk", flat=True))
+        JobStatsCarry.carry(Job.objects.filter(pk__in=_with_descendants(ids)))
+        Job.objects.filter(pk__in=ids).delete()
+    return len(ids)
+
+
+def _with_descendants(ids: list[Any]) -> list[Any]:
+    """``ids`` and every job under them (the rows a delete cascades to)."""
+    found, level = list(ids), list(ids)
+    while level:
+        level = list(Job.objects.filter(parent_id__in=level).values_list("pk", flat=True))
+        found += level
+    return found
 
 
 def record_attempt(job_id: str, *, outcome: str, worker_id: str = "", error: str = "") -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import urllib.request
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.test import Client
@@ -24,6 +24,7 @@ from jobs.models.stats import JobStatsBucket
 from jobs.ops.scheduling.cleanup import run_cleanup
 from jobs.ops.stats import HOUR, floor_hour, roll_up, roll_up_hour, sealed_until
 from jobs.state.transitions import retry
+from tests.factories import UserFactory
 from tests.jobs.helpers import wait_terminal
 from tests.web_server import WebServer
 from tests.workers import wait_for
@@ -306,6 +307,25 @@ def test_counters_only_rise_through_a_burst_a_roll_up_and_the_cleanup_and_agree_
         boot_canaries = {"queue": "maintenance", "type": "canary", "origin": "canary", "status": "completed"}
         assert _value(finished, "conveyor_jobs_finished_total", **boot_canaries) >= 1
         _assert_histograms_are_whole(after_burst)
+        # When staff delete a completed job and retry a failed one from the admin before their hour is sealed
+        deleted = Job.objects.filter(type="record-run", status=JobStatus.COMPLETED).first()
+        failed = Job.objects.filter(type="record-run", status=JobStatus.FAILED).first()
+        assert deleted is not None and failed is not None
+        staff = Client()
+        staff.force_login(cast(Any, UserFactory(is_staff=True, is_superuser=True)))
+        for action, job in (("delete_jobs", deleted), ("retry_jobs", failed)):
+            answer = staff.post("/admin/jobs/job/", {"action": action, "_selected_action": [str(job.pk)]}, follow=True)
+            assert answer.status_code == 200 and "1 job(s)" in answer.content.decode()
+        assert not Job.objects.filter(pk=deleted.pk).exists()
+        after_admin = _parse(_scrape_client())
+        wait_terminal(failed, timeout=90)  # fails again: a second finish, counted on top
+        after_rerun = _parse(_scrape_client())
+        # Then both first finishes are still counted, and the retried job's second one too
+        _assert_none_went_down(_counters(after_burst), _counters(after_admin))
+        _assert_none_went_down(_counters(after_admin), _counters(after_rerun))
+        rerun_finished = after_rerun["conveyor_jobs_finished"]
+        assert _value(rerun_finished, "conveyor_jobs_finished_total", **record_run, status="failed") == 3
+        assert _value(rerun_finished, "conveyor_jobs_finished_total", **record_run, status="completed") == 6
         # When a roll-up seals the burst's hour, and the cleanup (retention 30 days) prunes the old jobs
         roll_up(timezone.now() + 2 * HOUR)
         sealed = _parse(_scrape_client())
@@ -315,9 +335,9 @@ def test_counters_only_rise_through_a_burst_a_roll_up_and_the_cleanup_and_agree_
         roll_up()
         last = _parse(_scrape_client())
         # Then no counter went down at any step, the histograms are whole, and both web processes agree
-        _assert_none_went_down(_counters(after_burst), _counters(sealed))
+        _assert_none_went_down(_counters(after_rerun), _counters(sealed))
         _assert_none_went_down(_counters(sealed), _counters(last))
-        assert _counters(last) == _counters(after_burst)
+        assert _counters(last) == _counters(after_rerun)
         _assert_histograms_are_whole(last)
         assert _counters(_parse(_scrape_server(server))) == _counters(last)
     finally:

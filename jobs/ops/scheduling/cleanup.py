@@ -19,9 +19,10 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJobExecution
 
 from jobs.core.exceptions import TransientJobError
-from jobs.models import TERMINAL_STATUSES, Job
+from jobs.models import TERMINAL_STATUSES, Job, JobStatsCarry
 from jobs.models.schedule import ScheduleFire
 from jobs.ops.scheduling import cleanup_hooks
+from jobs.ops.stats import floor_hour, recount_horizon
 from jobs.worker.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -134,9 +135,19 @@ def prune_schedule_history(retention_days: int | None = None) -> int:
     return deleted
 
 
+def prune_stats_carries() -> int:
+    """Delete carried finishes (``JobStatsCarry``) of hours the roll-up no longer recounts: their buckets hold them."""
+    deleted, _ = JobStatsCarry.objects.filter(finished_at__lt=floor_hour(recount_horizon())).delete()
+    return deleted
+
+
 def run_cleanup() -> dict[str, Any]:
     """Prune jobs and schedule history, then every registered cleanup hook; a failing hook does not stop the others."""
-    result: dict[str, Any] = {"jobs_pruned": prune_finished_jobs(), "fires_pruned": prune_schedule_history()}
+    result: dict[str, Any] = {
+        "jobs_pruned": prune_finished_jobs(),
+        "fires_pruned": prune_schedule_history(),
+        "carries_pruned": prune_stats_carries(),
+    }
     hooks = cleanup_hooks()
     failed = []
     for index, (name, hook) in enumerate(sorted(hooks.items()), start=1):

@@ -25,7 +25,7 @@ from jobs.core.exceptions import JobNotCancellable, JobNotRetryable
 from jobs.core.origin import Origin, Via
 from jobs.core.queues import queue_names
 from jobs.dispatch.registry import job_types
-from jobs.dispatch.services import cancel_job, retry_job
+from jobs.dispatch.services import cancel_job, delete_finished_jobs, retry_job
 from jobs.models import ACTIVE_STATUSES, RETRYABLE_STATUSES, TERMINAL_STATUSES, Job, JobAttempt
 from jobs.web.admin.badges import job_status_badge
 from jobs.web.admin.rerun import RerunAdminMixin
@@ -299,10 +299,7 @@ class JobAdmin(RerunAdminMixin, admin.ModelAdmin):  # type: ignore[type-arg]
         valid = Job.objects.filter(pk__in=queryset.values("pk"), status__in=TERMINAL_STATUSES).exclude(
             children__status__in=ACTIVE_STATUSES
         )
-        with transaction.atomic():
-            ids = list(valid.select_for_update().values_list("pk", flat=True))
-            Job.objects.filter(pk__in=ids).delete()
-        done = len(ids)
+        done = delete_finished_jobs(valid)
         self._report(
             request,
             f"Deleted {done} job(s); skipped {selected - done} still waiting or running (or with children that are).",
