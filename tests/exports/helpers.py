@@ -24,9 +24,9 @@ JOB_METRICS_HEADER = [
     "completed",
     "failed",
     "cancelled",
+    "retried",
     "success_rate",
     "avg_duration_s",
-    "max_duration_s",
 ]
 
 

@@ -1,8 +1,10 @@
 """The platform's own datasets: a user's job history and the per-queue job metrics (staff).
 
-Both carry each job's origin (``jobs.core.origin.JobOrigin``): the metrics
-have a row per queue and origin, so customer work is never summed with
-canaries, children, schedules' or maintenance jobs, as in ``jobs.ops.stats``.
+Both carry each job's origin (``jobs.core.origin.JobOrigin``). The metrics
+are read from the statistics' hourly buckets (``jobs.ops.stats``), a row per
+queue and origin, so they count what the console, the weekly report, the
+alerts and ``/metrics`` count: customer work never summed with canaries,
+children, schedules' or maintenance jobs, and an OCR once.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from django.contrib.auth import get_user_model
 from jobs.core.enums import JobStatus
 from jobs.core.origin import JobOrigin
 from jobs.core.queues import queue_names
-from jobs.models import Job
+from jobs.models import Job, JobStatsBucket
 from jobs.ops.datasets.spec import (
     DATETIME,
     INTEGER,
@@ -102,13 +104,12 @@ JOBS = register_dataset(
 )
 
 
-def _count_where(condition: str) -> str:
-    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+def _summed(column: str) -> str:
+    return f"SUM(b.{column})"
 
 
-_COMPLETED = _count_where(f"j.status = '{JobStatus.COMPLETED.value}'")
-_FAILED = _count_where(f"j.status = '{JobStatus.FAILED.value}'")
-_SECONDS = _seconds_between("j.started_at", "j.finished_at")
+_COMPLETED = _summed("completed")
+_FAILED = _summed("failed")
 
 #: The weekly analytics export's dataset.
 JOB_METRICS = register_dataset(
@@ -116,43 +117,49 @@ JOB_METRICS = register_dataset(
         name="job-metrics",
         description=(
             "Per-queue job metrics (jobs, success rate, durations) of finished jobs, a row per origin "
-            "(customer work apart from child, schedule, canary and maintenance jobs); staff only."
+            "(customer work apart from child, schedule, canary and maintenance jobs), by whole UTC hours "
+            "as the console counts them; staff only."
         ),
-        from_sql=lambda: f"{quoted_table(Job)} j",
+        # The statistics' hourly buckets (``jobs.ops.stats``), which the console, the weekly report,
+        # the alerts and /metrics read too: the same jobs, counted by the same code. The current
+        # hour is as of the scheduler's last roll-up (JOBS_STATS_ROLLUP_INTERVAL_S).
+        from_sql=lambda: f"{quoted_table(JobStatsBucket)} b",
         fields={
-            "queue": Column("j.queue"),
-            "origin": Column("j.origin"),
-            "jobs": Column("COUNT(*)"),
+            "queue": Column("b.queue"),
+            "origin": Column("b.origin"),
+            "jobs": Column(f"({_COMPLETED} + {_FAILED} + {_summed('cancelled')})"),
             "completed": Column(_COMPLETED),
             "failed": Column(_FAILED),
-            "cancelled": Column(_count_where(f"j.status = '{JobStatus.CANCELLED.value}'")),
+            "cancelled": Column(_summed("cancelled")),
+            "retried": Column(_summed("retried")),
             "success_rate": Column(
                 {
                     "postgresql": f"ROUND({_COMPLETED}::numeric / NULLIF({_COMPLETED} + {_FAILED}, 0), 4)",
                     "default": f"ROUND(CAST({_COMPLETED} AS REAL) / NULLIF({_COMPLETED} + {_FAILED}, 0), 4)",
                 }
             ),
+            # Of completed jobs, as on the console (a fan-out parent from its start to its last child's end).
             "avg_duration_s": Column(
                 {
-                    "postgresql": f"ROUND(AVG({_SECONDS['postgresql']}), 3)",
-                    "default": f"ROUND(AVG({_SECONDS['default']}), 3)",
+                    "postgresql": (
+                        f"ROUND(({_summed('duration_sum_s')} / NULLIF({_summed('duration_count')}, 0))::numeric, 3)"
+                    ),
+                    "default": f"ROUND({_summed('duration_sum_s')} / NULLIF({_summed('duration_count')}, 0), 3)",
                 }
-            ),
-            "max_duration_s": Column(
-                {"postgresql": f"MAX({_SECONDS['postgresql']})", "default": f"MAX({_SECONDS['default']})"}
             ),
         },
         filters={
-            "finished_after": Filter("j.finished_at", "gte", DATETIME),
-            "finished_before": Filter("j.finished_at", "lt", DATETIME),
-            "queue": Filter("j.queue", "in", choice(queue_names())),
-            "origin": Filter("j.origin", "in", choice(JobOrigin.values)),
+            # Whole hours: an hour counts when it starts in [finished_after, finished_before).
+            "finished_after": Filter("b.hour", "gte", DATETIME),
+            "finished_before": Filter("b.hour", "lt", DATETIME),
+            "queue": Filter("b.queue", "in", choice(queue_names())),
+            "origin": Filter("b.origin", "in", choice(JobOrigin.values)),
         },
-        orderings={"queue": "j.queue", "jobs": "COUNT(*)"},
+        orderings={"queue": "b.queue", "jobs": f"({_COMPLETED} + {_FAILED} + {_summed('cancelled')})"},
         default_ordering="queue",
-        tiebreak="j.queue, j.origin",
+        tiebreak="b.queue, b.origin",
         owner_sql=None,
-        group_by="j.queue, j.origin",
+        group_by="b.queue, b.origin",
         staff_only=True,
     )
 )
