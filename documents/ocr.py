@@ -38,6 +38,7 @@ from jobs.public import (
     fan_out,
     fenced,
     get_queue,
+    others_waiting,
     progress,
     report_parent_progress,
     scratch_dir,
@@ -172,7 +173,7 @@ def ocr_page_range(document_id: str, first_page: int, last_page: int) -> dict[st
                 progress(100 * finished / max(1, todo), f"Page {number}", page=number)
                 if finished < todo:
                     # A range is not preempted: after each page it lets another customer's waiting job
-                    # in (the batch's pages rendered ahead are rendered again by the next run).
+                    # in (while one waits, pages are rendered one at a time: none is rendered twice).
                     yield_if_others_wait(f"Read up to page {number}")
     return outcome
 
@@ -203,15 +204,30 @@ def read_page_batch(document: Document, numbers: list[int], path: Path) -> Itera
         yield number, False
     needs_ocr = [number for number in needs_ocr if number not in refused]
     with scratch_dir("ocr") as out_dir:
-        rendered: dict[int, Path] = {}
-        for run_first, run_last in _runs(needs_ocr):
-            try:
-                rendered.update(pdf.render_pages(path, run_first, run_last, dpi, out_dir))
-            except ChildProcessFailed as exc:
-                # Render page by page below: one bad page must not sink the batch.
-                logger.info("Batch render of pages %s-%s failed (%s); per page", run_first, run_last, exc)
-        for number in needs_ocr:
+        rendered: dict[int, Path | None] = {}
+        for index, number in enumerate(needs_ocr):
+            if number not in rendered:
+                rendered.update(_render_ahead(path, needs_ocr[index:], dpi, out_dir))
             yield number, _ocr_page_with_retries(document, path, number, rendered.pop(number, None), out_dir)
+
+
+def _render_ahead(path: Path, numbers: list[int], dpi: int, out_dir: Path) -> dict[int, Path | None]:
+    """Render ``numbers[0]`` and the pages that follow it in one run; a page that fails maps to None.
+
+    Only ``numbers[0]`` while another customer waits: the range makes way after
+    this page (``yield_if_others_wait``), and pages rendered ahead would be
+    rendered again by its next run.
+    """
+    first, last = next(_runs(numbers))
+    if others_waiting():
+        last = first
+    attempted: dict[int, Path | None] = dict.fromkeys(range(first, last + 1))
+    try:
+        return {**attempted, **pdf.render_pages(path, first, last, dpi, out_dir)}
+    except ChildProcessFailed as exc:
+        # Rendered page by page by _ocr_page_with_retries: one bad page must not sink the others.
+        logger.info("Batch render of pages %s-%s failed (%s); per page", first, last, exc)
+        return attempted
 
 
 def _refuse_oversized(document: Document, path: Path, numbers: list[int], dpi: int) -> dict[int, str]:

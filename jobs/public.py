@@ -101,7 +101,7 @@ from jobs.worker.isolation import (
 from jobs.worker.liveness import run_may_still_be_going
 from jobs.worker.progress import progress, write_progress_of
 from jobs.worker.stopping import uninterrupted
-from jobs.worker.yielding import yield_if_others_wait
+from jobs.worker.yielding import others_waiting, yield_if_others_wait
 
 __all__ = [
     "Fence",
@@ -197,5 +197,6 @@ __all__ = [
     "timed_out_rule",
     "visible_to",
     "write_progress_of",
+    "others_waiting",
     "yield_if_others_wait",
 ]
