@@ -26,7 +26,7 @@ from tests.jobs.helpers import start, wait_status, wait_terminal
 from tests.workers import database_url, wait_for
 
 #: The shortened limit: far above what rendering one small page takes, far below the hold.
-LIMIT_S = 15
+LIMIT_S = 6
 
 
 @pytest.fixture
