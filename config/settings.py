@@ -226,6 +226,9 @@ JOBS_IDEMPOTENCY_TTL_S = env_int("JOBS_IDEMPOTENCY_TTL_S", 24 * 3600)
 # has this many jobs of the type waiting; JOBS_MAX_WAITING_PER_OWNER_<TYPE> overrides it for one type,
 # QUEUE_<QUEUE>_MAX_BACKLOG (default 10000) is each queue's ceiling for deferrable types (503). 0: off.
 JOBS_MAX_WAITING_PER_OWNER = env_int("JOBS_MAX_WAITING_PER_OWNER", 1000)
+# Fair dispatch (jobs/worker/fairqueue.py): an owner that starts waiting on a busy queue is served first
+# for this many seconds of its own estimated work (divided by its weight), then in turn.
+FAIR_SHARE_IDLE_CREDIT_S = env_float("FAIR_SHARE_IDLE_CREDIT_S", 60.0)
 JOBS_BACKPRESSURE_RETRY_AFTER_S = env_int("JOBS_BACKPRESSURE_RETRY_AFTER_S", 30)
 JOBS_ERROR_MAX_CHARS = env_int("JOBS_ERROR_MAX_CHARS", 2_000)
 JOBS_TRACEBACK_MAX_CHARS = env_int("JOBS_TRACEBACK_MAX_CHARS", 20_000)

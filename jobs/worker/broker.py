@@ -54,6 +54,7 @@ from jobs.worker.fairqueue import (
     PLAIN_LEVEL,
     SETTLE_LUA,
     fixed_keys,
+    with_idle_credit,
 )
 from jobs.worker.pausing import PAUSED_POLL_S, consumer_should_wait
 
@@ -121,9 +122,10 @@ class ConveyorRedisBroker(RedisBroker):
 
         self.heartbeat_interval_ms = heartbeat_interval_ms or settings.DRAMATIQ_HEARTBEAT_INTERVAL_MS
         self.maintenance_interval_ms = maintenance_interval_ms or settings.DRAMATIQ_MAINTENANCE_INTERVAL_MS
-        self._enqueue_script = self.client.register_script(ENQUEUE_LUA)
-        self._ack_and_fetch_script = self.client.register_script(ACK_AND_FETCH_LUA)
-        self._settle_script = self.client.register_script(SETTLE_LUA)
+        credit = settings.FAIR_SHARE_IDLE_CREDIT_S
+        self._enqueue_script = self.client.register_script(with_idle_credit(ENQUEUE_LUA, credit))
+        self._ack_and_fetch_script = self.client.register_script(with_idle_credit(ACK_AND_FETCH_LUA, credit))
+        self._settle_script = self.client.register_script(with_idle_credit(SETTLE_LUA, credit))
         self._owner_load_script = self.client.register_script(OWNER_LOAD_LUA)
         #: Set by the job mirror while a worker runs in this process.
         self.claim_ahead: ClaimAhead | None = None

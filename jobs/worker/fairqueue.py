@@ -30,8 +30,12 @@ take a tenth as long gets ten of them started for each of another's, so one
 customer's long OCR page ranges do not hold the slots that others' one-page
 documents wait for (children are never preempted: a job already running
 keeps its slot). An owner
-that arrives finds the ring's virtual time, so it neither waits behind the
-backlog of others nor jumps ahead of the owners already waiting. Enqueue is
+that starts waiting enters ``FAIR_SHARE_IDLE_CREDIT_S`` before the ring's
+virtual time, but never before the tag it left with: a customer who arrives
+while another's backlog keeps the queue busy is served first for that much
+of its own estimated work (the head start a scheduler gives a task that
+wakes up), and then in turn; it never waits behind the others' backlog, and
+leaving and coming back gains no more than the credit. Enqueue is
 ``O(log owners)``; a fetch is ``O(log owners)`` plus, with a per-owner cap,
 the owners it skips because they are at their cap.
 
@@ -55,6 +59,8 @@ PLAIN_LEVEL = "plain"
 INBOX_BATCH = 1000
 
 _LIBRARY = """
+local IDLE_CREDIT_S = __IDLE_CREDIT_S__
+
 local function release(base, message_id)
     local owner = redis.call("hget", base .. ".ro", message_id)
     if not owner then
@@ -84,7 +90,7 @@ local function fair_insert(base, owner, weight, level, message_id, front, cost)
     if not redis.call("zscore", ring, owner) then
         local vt = tonumber(redis.call("get", base .. ".vt." .. level) or "0") or 0
         local fin = tonumber(redis.call("hget", base .. ".fin." .. level, owner) or "0") or 0
-        redis.call("zadd", ring, math.max(vt, fin), owner)
+        redis.call("zadd", ring, math.max(vt - IDLE_CREDIT_S, fin), owner)
     end
     redis.call("incr", base .. ".count")
 end
@@ -339,6 +345,11 @@ for _, owner in ipairs(order) do
 end
 return result
 """
+
+
+def with_idle_credit(script: str, idle_credit_s: float) -> str:
+    """One of the scripts above, with the head start an owner that starts waiting gets (estimated seconds)."""
+    return script.replace("__IDLE_CREDIT_S__", repr(float(max(0.0, idle_credit_s))))
 
 
 _FIXED_SUFFIXES = ("fq.h", "fq.n", "vt.h", "vt.n", "fin.h", "fin.n", "w", "cost", "count", "run", "ro")

@@ -86,6 +86,29 @@ def test_an_owner_arriving_late_waits_one_turn_not_behind_the_backlog(broker):
     assert "b0" in _fetch(broker, 2)
 
 
+def test_an_owner_that_starts_waiting_on_a_busy_queue_is_served_first_for_its_credit_then_in_turn(settings):
+    # Given a head start of 5 s of estimated work, and A's backlog of 1-s jobs keeping the queue busy
+    settings.FAIR_SHARE_IDLE_CREDIT_S = 5
+    server = PrivateRedis().start()
+    try:
+        broker = ConveyorRedisBroker(url=server.url, namespace="t", middleware=[])
+        for i in range(100):
+            broker.enqueue(_message(f"a{i}", owner="u1"))
+        assert _fetch(broker, 20) == [f"a{i}" for i in range(20)]  # A's tag is now 20, the virtual time 19
+        # When B starts waiting with ten jobs
+        for i in range(10):
+            broker.enqueue(_message(f"b{i}", owner="u2"))
+        # Then B enters 5 before the virtual time (tag 14): served first until its tag reaches A's, then in turn
+        assert _fetch(broker, 6) == [f"b{i}" for i in range(6)]
+        assert _fetch(broker, 8) == ["a20", "b6", "a21", "b7", "a22", "b8", "a23", "b9"]  # ties: u1 before u2
+        # And when B's bucket has emptied and B posts again at once, it comes back at the tag it left
+        # with (24), not 5 before the virtual time (23): no second head start
+        broker.enqueue(_message("b10", owner="u2"))
+        assert _fetch(broker, 2) == ["a24", "b10"]
+    finally:
+        server.cleanup()
+
+
 def test_priority_comes_before_fair_share(broker):
     for i in range(3):
         broker.enqueue(_message(f"a{i}", owner="u1"))
