@@ -62,8 +62,11 @@ PRIORITY_OPTION = "conveyor_priority"
 HIGH = "high"
 
 
-def _enqueue_args(message: Message[Any], *, plain: bool) -> list[Any]:
-    """The enqueue script's arguments: the message, and the bucket it waits in (a delayed one: none)."""
+def _enqueue_args(message: Message[Any], *, plain: bool, first: bool = False) -> list[Any]:
+    """The enqueue script's arguments: the message, and the bucket it waits in (a delayed one: none).
+
+    ``first``: at the head of its owner's bucket (work already under way), not the tail.
+    """
     options = message.options
     if plain:
         level = PLAIN_LEVEL
@@ -76,6 +79,7 @@ def _enqueue_args(message: Message[Any], *, plain: bool) -> list[Any]:
         str(options.get(WEIGHT) or ""),
         level,
         str(options.get(COST) or ""),
+        "1" if first else "",
     ]
 
 
@@ -167,6 +171,22 @@ class ConveyorRedisBroker(RedisBroker):
             args=_enqueue_args(message, plain=delay is not None),
         )
         self.emit_after("enqueue", message, delay)
+        return message
+
+    def enqueue_first(self, message: Message[Any]) -> Message[Any]:
+        """Send a job that was under way back at the head of its owner's bucket, due now.
+
+        A run that made way for another owner (``Reschedule(0)``) or was given back
+        on shutdown is its owner's oldest work: behind the owner's later messages,
+        a document's first page range would finish last, alone on one slot.
+        """
+        message = message.copy(options={"redis_message_id": f"{message.message_id}.{uuid4().hex[:12]}"})
+        self.emit_before("enqueue", message, None)
+        self._enqueue_script(
+            keys=[self.queue_key(message.queue_name), self.wake_key(message.queue_name)],
+            args=_enqueue_args(message, plain=False, first=True),
+        )
+        self.emit_after("enqueue", message, None)
         return message
 
     def enqueue_many(self, messages: list[Message[Any]]) -> None:

@@ -207,17 +207,19 @@ local function fair_take(base, cap)
 end
 """
 
-#: KEYS: queue base, wake list. ARGV: message id, message, owner, weight, level (h, n or plain), cost.
+#: KEYS: queue base, wake list. ARGV: message id, message, owner, weight, level (h, n or plain), cost,
+#: "1" to put it at the head of its owner's bucket (work already under way).
 ENQUEUE_LUA = (
     _LIBRARY
     + """
 local base, wake = KEYS[1], KEYS[2]
 local message_id, data, owner, weight, level, cost = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local first = ARGV[7] == "1"
 redis.call("hset", base .. ".msgs", message_id, data)
 if level == "plain" then
     redis.call("rpush", base, message_id)
 else
-    fair_insert(base, owner, weight, level, message_id, false, cost)
+    fair_insert(base, owner, weight, level, message_id, first, cost)
 end
 redis.call("lpush", wake, "1")
 redis.call("ltrim", wake, 0, 255)

@@ -109,6 +109,18 @@ def test_an_owner_that_starts_waiting_on_a_busy_queue_is_served_first_for_its_cr
         server.cleanup()
 
 
+def test_work_under_way_sent_again_goes_first_in_its_owners_bucket(broker):
+    # Given an owner with three messages, the first of which a worker took and gives back (made way)
+    for i in range(3):
+        broker.enqueue(_message(f"a{i}", owner="u1"))
+    [fetched] = broker.ack_and_fetch("q", [], 1)
+    assert fetched is not None
+    # When it is sent again as work under way
+    broker.enqueue_first(Message.decode(fetched))
+    # Then it is the owner's next, before the messages sent after it
+    assert _fetch(broker, 3) == ["a0", "a1", "a2"]
+
+
 def test_priority_comes_before_fair_share(broker):
     for i in range(3):
         broker.enqueue(_message(f"a{i}", owner="u1"))

@@ -379,7 +379,11 @@ class JobMirror(Middleware):
         again = message._message.copy(queue_name=q_name(message.queue_name), options={ATTEMPT: attempt})
         again.options.pop("eta", None)
         try:
-            broker.enqueue(again, delay=delay)
+            if delay is None and hasattr(broker, "enqueue_first"):
+                # Work under way (a run that made way, or was given back on shutdown): its owner's oldest.
+                broker.enqueue_first(again)
+            else:
+                broker.enqueue(again, delay=delay)
         except Exception:
             # Redis is away: the reconciler sends it once Redis is back.
             logger.warning("Could not send job %s again; the reconciler will", message.message_id, exc_info=True)
