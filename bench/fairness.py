@@ -265,6 +265,10 @@ class Outcome:
     b_times: list[float] = field(default_factory=list)
     a_total_s: float | None = None
     a_longest_running_s: float = 0.0
+    #: Where B's time went: each of B's jobs' (and their children's) wait for a slot, and how long
+    #: B's one-page OCR children ran once started (CPU shared with whatever else runs).
+    b_waits: list[float] = field(default_factory=list)
+    b_page_runs: list[float] = field(default_factory=list)
 
     @property
     def b_median(self) -> float:
@@ -351,6 +355,7 @@ def run_scenario(customers: Customers, args: argparse.Namespace, *, mode: str) -
         outcome.b_times = [
             (max(ends[r.thumbnails_job_id], ends[r.ocr_job_id]) - r.sent_at).total_seconds() for r in b_requests
         ]
+        outcome.b_waits, outcome.b_page_runs = b_breakdown(b_ids)
         if a_jobs:
             a_ends = finished_at([job.id for job in a_jobs])
             outcome.a_total_s = (max(a_ends.values()) - a_start).total_seconds()
@@ -362,6 +367,25 @@ def run_scenario(customers: Customers, args: argparse.Namespace, *, mode: str) -
         stop_pools(pools)
         services.owner_bucket = fairness.owner_bucket  # type: ignore[assignment]
     return outcome
+
+
+def b_breakdown(b_ids: list[Any]) -> tuple[list[float], list[float]]:
+    """B's jobs and their children: each one's wait from created to started; the OCR children's run times."""
+    from django.db.models import Q
+
+    from jobs.models import Job
+
+    rows = Job.objects.filter(Q(id__in=b_ids) | Q(parent_id__in=b_ids)).values(
+        "type", "parent_id", "created_at", "started_at", "finished_at"
+    )
+    waits, page_runs = [], []
+    for row in rows:
+        if row["started_at"] is None:
+            continue
+        waits.append((row["started_at"] - row["created_at"]).total_seconds())
+        if row["parent_id"] is not None and row["type"].startswith("pdf-ocr") and row["finished_at"]:
+            page_runs.append((row["finished_at"] - row["started_at"]).total_seconds())
+    return waits, page_runs
 
 
 # -- enqueue latency --------------------------------------------------------------------------
@@ -446,7 +470,10 @@ def main() -> None:
                 )
                 print(
                     f"round {number} {mode:<5}: B median {outcome.b_median:6.1f} s, p95 {outcome.b_p95:6.1f} s"
-                    f"{a_part}{running}",
+                    f"{a_part}{running}; B's jobs waited for a slot median "
+                    f"{statistics.median(outcome.b_waits or [0]):.1f} s, "
+                    f"p95 {percentile(outcome.b_waits or [0], 95):.1f} s, "
+                    f"its one-page OCR ran median {statistics.median(outcome.b_page_runs or [0]):.1f} s",
                     flush=True,
                 )
             latencies["empty"].append(enqueue_latency(0, args.enqueues))
