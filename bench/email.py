@@ -56,6 +56,7 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_
 os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench-campaigns")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 
+from bench.databases import ensure_database  # noqa: E402 - needs the project root on the path
 from bench.processes import stop as stop_process  # noqa: E402 - needs the project root on the path
 
 WORK = ROOT / "var" / "bench-email"
@@ -175,20 +176,10 @@ def _wait_lines(sink: Sink, n: int, timeout: float = 30) -> None:
 
 
 # -- 2 and 3. the email-batch job ----------------------------------------------------
-def _ensure_database() -> None:
-    import psycopg
-
-    name = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
-    admin_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def _setup_django() -> None:
     import django
 
-    _ensure_database()
+    ensure_database()
     django.setup()
     from django.core.management import call_command
 

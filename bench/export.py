@@ -35,17 +35,8 @@ os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench-exports")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "bench-exports"))
 
+from bench.databases import ensure_database  # noqa: E402 - needs the project root on the path
 from bench.processes import stop  # noqa: E402 - needs the project root on the path
-
-
-def _ensure_database() -> None:
-    import psycopg
-
-    name = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
-    admin_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def _seed(owner_id: int, rows: int, job_type: str) -> None:
@@ -191,7 +182,7 @@ def main() -> None:
     if args.time_limit:
         os.environ["QUEUE_CSV_EXPORT_TIME_LIMIT"] = args.time_limit
 
-    _ensure_database()
+    ensure_database()
     import django
 
     django.setup()

@@ -74,6 +74,7 @@ os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench-fairness")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "bench-fairness"))
 
+from bench.databases import ensure_database
 from bench.processes import start_logged, stop, stop_children_at_exit
 
 WORK = Path(os.environ["MEDIA_ROOT"])
@@ -82,16 +83,6 @@ THUMBNAIL_REQUESTS = 4
 SCRATCH_NAMESPACE = "conveyor-bench-fairness-enqueue"
 SCRATCH_QUEUE = "bench-scratch"
 POLL_S = 0.25
-
-
-def _ensure_database() -> None:
-    import psycopg
-
-    name = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
-    admin_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def flush_namespace(namespace: str) -> None:
@@ -443,7 +434,7 @@ def main() -> None:
             setattr(args, name, quick if args.quick else full)
 
     stop_children_at_exit()
-    _ensure_database()
+    ensure_database()
     import django
 
     django.setup()

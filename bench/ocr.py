@@ -45,19 +45,10 @@ os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench-documents")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "bench-documents"))
 
+from bench.databases import ensure_database  # noqa: E402 - needs the project root on the path
 from bench.processes import stop as stop_process  # noqa: E402 - needs the project root on the path
 
 WORK = Path(os.environ["MEDIA_ROOT"])
-
-
-def _ensure_database() -> None:
-    import psycopg
-
-    name = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
-    admin_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def make_pdfs(pages: int, large_pages: int) -> tuple[Path, Path | None]:
@@ -267,7 +258,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     args = parser.parse_args()
     os.environ["OCR_DPI"] = str(args.dpi)
-    _ensure_database()
+    ensure_database()
     import django
 
     django.setup()

@@ -38,20 +38,11 @@ os.environ.setdefault("DRAMATIQ_NAMESPACE", "conveyor-bench-thumbnail-maintenanc
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "bench-thumbnail-maintenance"))
 
+from bench.databases import ensure_database  # noqa: E402 - needs the project root on the path
 from bench.processes import start_logged, stop  # noqa: E402 - needs the project root on the path
 
 SOURCE_PDF = "documents/bench/source.pdf"
 MAINTENANCE_TYPE = "thumbnail-maintenance"
-
-
-def _ensure_database() -> None:
-    import psycopg
-
-    name = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
-    admin_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def _forget_earlier_runs() -> None:
@@ -141,7 +132,7 @@ def main() -> None:
     if args.batch:
         os.environ["THUMBNAIL_MAINTENANCE_BATCH"] = str(args.batch)
 
-    _ensure_database()
+    ensure_database()
     import django
 
     django.setup()

@@ -459,7 +459,7 @@ def retry(job: Job, extra_attempts: int) -> None:
     with transaction.atomic():
         retryable = Job.objects.filter(id=job.id, status__in=RETRYABLE_STATUSES)
         JobStatsCarry.carry(retryable)
-        updated = _send_again(retryable, extra_attempts, now)
+        updated = _reset_for_retry(retryable, extra_attempts, now)
     if not updated:
         job.refresh_from_db()
         raise JobNotRetryable(f"only failed or cancelled jobs can be retried; this one is {job.status}")
@@ -467,7 +467,7 @@ def retry(job: Job, extra_attempts: int) -> None:
     events.publish_status(job.id, JobStatus.QUEUED, progress=0, data={}, owner_id=job.owner_id, owner_known=True)
 
 
-def _send_again(retryable: Any, extra_attempts: int, now: datetime) -> int:
+def _reset_for_retry(retryable: Any, extra_attempts: int, now: datetime) -> int:
     return retryable.update(
         status=JobStatus.QUEUED,
         progress=0,

@@ -158,7 +158,8 @@ class ConveyorRedisBroker(RedisBroker):
         return f"{self.namespace}:__heartbeats__"
 
     # -- enqueue --------------------------------------------------------
-    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+    def enqueue(self, message: Message, *, delay: int | None = None, first: bool = False) -> Message:
+        """Send ``message`` (``first``: at the head of its owner's bucket; due now only)."""
         queue_name = message.queue_name
         message = message.copy(options={"redis_message_id": f"{message.message_id}.{uuid4().hex[:12]}"})
         if delay is not None:
@@ -168,7 +169,7 @@ class ConveyorRedisBroker(RedisBroker):
         self.emit_before("enqueue", message, delay)
         self._enqueue_script(
             keys=[self.queue_key(queue_name), self.wake_key(queue_name)],
-            args=_enqueue_args(message, plain=delay is not None),
+            args=_enqueue_args(message, plain=delay is not None, first=first and delay is None),
         )
         self.emit_after("enqueue", message, delay)
         return message
@@ -180,14 +181,7 @@ class ConveyorRedisBroker(RedisBroker):
         on shutdown is its owner's oldest work: behind the owner's later messages,
         a document's first page range would finish last, alone on one slot.
         """
-        message = message.copy(options={"redis_message_id": f"{message.message_id}.{uuid4().hex[:12]}"})
-        self.emit_before("enqueue", message, None)
-        self._enqueue_script(
-            keys=[self.queue_key(message.queue_name), self.wake_key(message.queue_name)],
-            args=_enqueue_args(message, plain=False, first=True),
-        )
-        self.emit_after("enqueue", message, None)
-        return message
+        return self.enqueue(message, first=True)
 
     def enqueue_many(self, messages: list[Message[Any]]) -> None:
         """Enqueue messages due now in one round trip (fan-outs, bulk creation)."""
